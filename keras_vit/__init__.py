@@ -1,0 +1,34 @@
+"""keras_vit: Vision Transformers (ViT) and DeiT for Keras 3, from Hugging Face checkpoints to TF Serving."""
+
+from keras_vit import layers, losses
+from keras_vit.config import DeiTConfig, ViTConfig
+from keras_vit.models import (
+    MODEL_CLASSES,
+    DeiTForImageClassification,
+    DeiTForImageClassificationWithTeacher,
+    DeiTForMaskedImageModeling,
+    DeiTModel,
+    ViTForImageClassification,
+    ViTForMaskedImageModeling,
+    ViTModel,
+)
+from keras_vit.presets import PRESETS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DeiTConfig",
+    "DeiTForImageClassification",
+    "DeiTForImageClassificationWithTeacher",
+    "DeiTForMaskedImageModeling",
+    "DeiTModel",
+    "MODEL_CLASSES",
+    "PRESETS",
+    "ViTConfig",
+    "ViTForImageClassification",
+    "ViTForMaskedImageModeling",
+    "ViTModel",
+    "__version__",
+    "layers",
+    "losses",
+]

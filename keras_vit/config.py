@@ -1,0 +1,318 @@
+"""Model configurations with the Hugging Face `ViTConfig` / `DeiTConfig` field names.
+
+A config is a plain, validated record of hyper-parameters. `to_dict` / `from_dict` and
+`to_json_file` / `from_json_file` read and write the `config.json` of a Hugging Face
+checkpoint; fields this library does not use (`architectures`, `transformers_version`, …)
+are kept and written back unchanged.
+"""
+
+import copy
+import json
+import os
+import tempfile
+
+from keras_vit.layers.activations import ACTIVATIONS
+
+_POSITIVE_INT_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "num_channels",
+    "encoder_stride",
+)
+_PROBABILITY_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def _as_pair(value, name):
+    """Returns `value` as a (height, width) tuple of positive ints."""
+    if isinstance(value, bool):
+        raise ValueError(f"Expected {name} to be a positive int or a pair of them. Received: {name}={value!r}")
+    if isinstance(value, int):
+        pair = (value, value)
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        pair = tuple(value)
+    else:
+        raise ValueError(f"Expected {name} to be a positive int or a pair of them. Received: {name}={value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise ValueError(f"Expected {name} to be a positive int or a pair of them. Received: {name}={value!r}")
+    return pair
+
+
+class ViTConfig:
+    """Configuration of a Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words").
+
+    Field names and defaults are those of Hugging Face `transformers.ViTConfig`, so a
+    `config.json` written by transformers loads unchanged.
+
+    Args:
+        hidden_size: int, width of the token embeddings.
+        num_hidden_layers: int, number of transformer blocks.
+        num_attention_heads: int, heads per attention layer; must divide `hidden_size`.
+        intermediate_size: int, width of the MLP hidden layer.
+        hidden_act: str, MLP activation, one of `keras_vit.layers.activations.ACTIVATIONS`.
+        hidden_dropout_prob: float in [0, 1), dropout on embeddings and residual branches.
+        attention_probs_dropout_prob: float in [0, 1), dropout on attention probabilities.
+        initializer_range: float > 0, std of the truncated-normal weight initializer.
+        layer_norm_eps: float > 0, LayerNorm epsilon.
+        image_size: int or (height, width), input resolution in pixels.
+        patch_size: int or (height, width), patch size in pixels; must divide `image_size`.
+        num_channels: int, channels of `pixel_values`.
+        qkv_bias: bool, whether the query/key/value projections have a bias.
+        encoder_stride: int, upsampling factor of the masked-image-modeling decoder.
+        pooler_output_size: int or None, pooler width (None: `hidden_size`).
+        pooler_act: str, pooler activation.
+        num_labels: int >= 0, classifier outputs (0: no classifier, logits are features).
+        id2label: dict int -> str, class names (defines `num_labels` when given).
+        label2id: dict str -> int, inverse of `id2label`.
+        **kwargs: other `config.json` fields, stored and written back unchanged.
+
+    Raises:
+        ValueError: naming the field and value, when a size is not positive, `hidden_size`
+            is not divisible by `num_attention_heads`, `image_size` is not divisible by
+            `patch_size`, a probability is outside [0, 1), or an activation is unknown.
+
+    >>> config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    >>> config.num_patches
+    196
+    """
+
+    model_type = "vit"
+
+    def __init__(
+        self,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        image_size=224,
+        patch_size=16,
+        num_channels=3,
+        qkv_bias=True,
+        encoder_stride=16,
+        pooler_output_size=None,
+        pooler_act="tanh",
+        num_labels=None,
+        id2label=None,
+        label2id=None,
+        **kwargs,
+    ):
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.image_size = list(image_size) if isinstance(image_size, (list, tuple)) else image_size
+        self.patch_size = list(patch_size) if isinstance(patch_size, (list, tuple)) else patch_size
+        self.num_channels = num_channels
+        self.qkv_bias = qkv_bias
+        self.encoder_stride = encoder_stride
+        self.pooler_output_size = hidden_size if pooler_output_size is None else pooler_output_size
+        self.pooler_act = pooler_act
+        kwargs.pop("model_type", None)
+        self.extra = kwargs
+        self.id2label = self._id2label(num_labels, id2label)
+        self._label2id = None if label2id is None else {str(k): int(v) for k, v in label2id.items()}
+        self.validate()
+
+    @staticmethod
+    def _id2label(num_labels, id2label):
+        if id2label is not None:
+            id2label = {int(k): str(v) for k, v in id2label.items()}
+            if num_labels is not None and num_labels != len(id2label):
+                raise ValueError(
+                    f"Expected num_labels to equal len(id2label). Received: num_labels={num_labels}, "
+                    f"id2label with {len(id2label)} entries."
+                )
+            if sorted(id2label) != list(range(len(id2label))):
+                raise ValueError(f"Expected id2label keys to be 0..{len(id2label) - 1}. Received: {sorted(id2label)}")
+        else:
+            num_labels = 2 if num_labels is None else num_labels
+            if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 0:
+                raise ValueError(f"Expected num_labels to be an int >= 0. Received: num_labels={num_labels!r}")
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        return id2label
+
+    def validate(self):
+        """Checks every field; raises ValueError naming the first bad field and its value."""
+        for name in _POSITIVE_INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Expected {name} to be a positive int. Received: {name}={value!r}")
+        value = self.pooler_output_size
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"Expected pooler_output_size to be a positive int. Received: pooler_output_size={value!r}")
+        for name in _PROBABILITY_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"Expected {name} to be a float in [0, 1). Received: {name}={value!r}")
+        for name in ("initializer_range", "layer_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"Expected {name} to be a positive float. Received: {name}={value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                "Expected hidden_size to be divisible by num_attention_heads. Received: "
+                f"hidden_size={self.hidden_size}, num_attention_heads={self.num_attention_heads}"
+            )
+        image = _as_pair(self.image_size, "image_size")
+        patch = _as_pair(self.patch_size, "patch_size")
+        if image[0] % patch[0] or image[1] % patch[1]:
+            raise ValueError(
+                "Expected patch_size to divide image_size. Received: "
+                f"image_size={self.image_size}, patch_size={self.patch_size}"
+            )
+        for name in ("hidden_act", "pooler_act"):
+            value = getattr(self, name)
+            if value not in ACTIVATIONS:
+                raise ValueError(f"Expected {name} to be one of {sorted(ACTIVATIONS)}. Received: {name}={value!r}")
+        if not isinstance(self.qkv_bias, bool):
+            raise ValueError(f"Expected qkv_bias to be a bool. Received: qkv_bias={self.qkv_bias!r}")
+
+    # === Derived values ===
+    @property
+    def label2id(self):
+        """dict str -> int: as given in the config file, else the inverse of id2label."""
+        if self._label2id is not None:
+            return self._label2id
+        return {v: k for k, v in self.id2label.items()}
+
+    @property
+    def num_labels(self):
+        return len(self.id2label)
+
+    @property
+    def image_hw(self):
+        """(height, width) of the input image in pixels."""
+        return _as_pair(self.image_size, "image_size")
+
+    @property
+    def patch_hw(self):
+        """(height, width) of one patch in pixels."""
+        return _as_pair(self.patch_size, "patch_size")
+
+    @property
+    def grid_size(self):
+        """(rows, columns) of the patch grid at `image_size`."""
+        (h, w), (ph, pw) = self.image_hw, self.patch_hw
+        return h // ph, w // pw
+
+    @property
+    def num_patches(self):
+        rows, cols = self.grid_size
+        return rows * cols
+
+    # === Serialization ===
+    def to_dict(self):
+        """Returns the `config.json` content as a dict (id2label keys as strings, as in JSON)."""
+        out = copy.deepcopy(self.extra)
+        out.update(
+            model_type=self.model_type,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act=self.hidden_act,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+            initializer_range=self.initializer_range,
+            layer_norm_eps=self.layer_norm_eps,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            num_channels=self.num_channels,
+            qkv_bias=self.qkv_bias,
+            encoder_stride=self.encoder_stride,
+            pooler_output_size=self.pooler_output_size,
+            pooler_act=self.pooler_act,
+            id2label={str(k): v for k, v in self.id2label.items()},
+            label2id=None if self._label2id is None else dict(self._label2id),
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, config_dict):
+        """Builds a config from a `config.json` dict; raises ValueError for another model_type."""
+        if not isinstance(config_dict, dict):
+            raise ValueError(f"Expected a dict of config fields. Received: {type(config_dict).__name__}")
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"Expected model_type={cls.model_type!r} for {cls.__name__}. Received: model_type={model_type!r}"
+            )
+        return cls(**config_dict)
+
+    def to_json_string(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path):
+        """Writes `config.json` atomically (temporary file renamed into place)."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json.tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.to_json_string())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    @classmethod
+    def from_json_file(cls, path):
+        """Reads a `config.json`; raises ValueError if it is not a JSON object."""
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Expected {path} to hold JSON. Parsing failed: {e}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """Returns the config of a published size, e.g. `"vit-base-patch16-224"`.
+
+        Raises:
+            ValueError: if `name` is not in `keras_vit.presets.PRESETS` for this model type.
+        """
+        from keras_vit.presets import preset_fields
+
+        return cls(**{**preset_fields(name, cls.model_type), **overrides})
+
+    def replace(self, **changes):
+        """Returns a copy with `changes` applied (and validated)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+
+class DeiTConfig(ViTConfig):
+    """Configuration of a Data-efficient image Transformer (Touvron et al. 2021).
+
+    Same fields and defaults as `ViTConfig` (Hugging Face `transformers.DeiTConfig`);
+    `model_type` is `"deit"`.
+    """
+
+    model_type = "deit"
+
+
+def config_class_for(model_type):
+    """Returns `ViTConfig` or `DeiTConfig` for a `model_type` string."""
+    classes = {cls.model_type: cls for cls in (ViTConfig, DeiTConfig)}
+    if model_type not in classes:
+        raise ValueError(f"Expected model_type to be one of {sorted(classes)}. Received: model_type={model_type!r}")
+    return classes[model_type]

@@ -1,0 +1,50 @@
+"""Activations by their Hugging Face names (`transformers.activations.ACT2FN`), in `keras.ops`."""
+
+import math
+
+from keras import ops
+
+
+def gelu(x):
+    """Exact GELU, 0.5·x·(1 + erf(x/√2)) (Hendrycks & Gimpel 2016)."""
+    return ops.gelu(x, approximate=False)
+
+
+def gelu_tanh(x):
+    """GELU with the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`)."""
+    return 0.5 * x * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def quick_gelu(x):
+    """x·σ(1.702·x), the GELU approximation of CLIP."""
+    return x * ops.sigmoid(1.702 * x)
+
+
+def linear(x):
+    return x
+
+
+ACTIVATIONS = {
+    "gelu": gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
+    "quick_gelu": quick_gelu,
+    "relu": ops.relu,
+    "silu": ops.silu,
+    "swish": ops.silu,
+    "tanh": ops.tanh,
+    "sigmoid": ops.sigmoid,
+    "linear": linear,
+}
+
+
+def get_activation(name):
+    """Returns the activation function for a Hugging Face activation name.
+
+    Raises:
+        ValueError: if `name` is not a key of `ACTIVATIONS`.
+    """
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Expected an activation name, one of {sorted(ACTIVATIONS)}. Received: {name!r}")
+    return ACTIVATIONS[name]

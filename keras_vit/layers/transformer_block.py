@@ -1,0 +1,124 @@
+"""Pre-norm transformer encoder block of ViT/DeiT."""
+
+import keras
+
+from keras_vit.layers.activations import get_activation
+from keras_vit.layers.attention import MultiHeadSelfAttention
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class TransformerBlock(keras.layers.Layer):
+    """x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x)) (Dosovitskiy et al. 2021, eq. 2-3).
+
+    The MLP is Dense(intermediate_size) → `hidden_act` → Dense(hidden_size); dropout follows
+    the attention output and the MLP output. Matches Hugging Face `ViTLayer` / `DeiTLayer`.
+    LayerNorm runs in float32 under mixed precision (Keras' LayerNormalization upcasts).
+
+    Args:
+        hidden_size: int, token width.
+        num_attention_heads: int, heads; must divide `hidden_size`.
+        intermediate_size: int, MLP hidden width.
+        hidden_act: str, MLP activation name (see `activations.ACTIVATIONS`).
+        qkv_bias: bool, bias on the query/key/value projection.
+        dropout: float in [0, 1), dropout after attention and MLP.
+        attention_dropout: float in [0, 1), dropout on attention probabilities.
+        layer_norm_eps: float, LayerNorm epsilon.
+        initializer_range: float, std of the truncated-normal kernel initializers.
+
+    Call arguments:
+        hidden_states: tensor (batch, seq, hidden_size).
+        head_mask: optional tensor (num_heads,) or (batch, num_heads) for this block, or
+            the stacked (num_layers, num_heads) mask of a whole encoder together with
+            `layer_index`.
+        layer_index: optional int, the row of a stacked `head_mask` that is this block's.
+        return_attention_scores: bool, also return attention probabilities.
+        training: bool, enables dropout.
+
+    Returns:
+        tensor (batch, seq, hidden_size), and with `return_attention_scores` the
+        probabilities (batch, num_heads, seq, seq).
+
+    >>> block = TransformerBlock(16, 4, 32)
+    >>> block(keras.ops.ones((2, 5, 16))).shape
+    (2, 5, 16)
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        num_attention_heads,
+        intermediate_size,
+        hidden_act="gelu",
+        qkv_bias=True,
+        dropout=0.0,
+        attention_dropout=0.0,
+        layer_norm_eps=1e-12,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.activation = get_activation(hidden_act)
+        if intermediate_size <= 0:
+            raise ValueError(f"Expected intermediate_size > 0. Received: intermediate_size={intermediate_size}")
+        self.hidden_size = hidden_size
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.qkv_bias = qkv_bias
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        policy = self.dtype_policy
+        self.layernorm_before = keras.layers.LayerNormalization(epsilon=layer_norm_eps, dtype=policy, name="layernorm_before")
+        self.attention = MultiHeadSelfAttention(
+            hidden_size,
+            num_attention_heads,
+            qkv_bias=qkv_bias,
+            attention_dropout=attention_dropout,
+            initializer_range=initializer_range,
+            dtype=policy,
+            name="attention",
+        )
+        self.layernorm_after = keras.layers.LayerNormalization(epsilon=layer_norm_eps, dtype=policy, name="layernorm_after")
+        self.fc1 = keras.layers.Dense(intermediate_size, kernel_initializer=init, dtype=policy, name="fc1")
+        self.fc2 = keras.layers.Dense(hidden_size, kernel_initializer=init, dtype=policy, name="fc2")
+        self.dropout_layer = keras.layers.Dropout(dropout, dtype=policy, name="dropout")
+
+    def build(self, input_shape):
+        for layer in (self.layernorm_before, self.attention, self.layernorm_after, self.fc1):
+            layer.build(input_shape)
+        self.fc2.build(tuple(input_shape[:-1]) + (self.intermediate_size,))
+
+    def call(self, hidden_states, head_mask=None, layer_index=None, return_attention_scores=False, training=None):
+        if head_mask is not None and layer_index is not None:
+            head_mask = head_mask[layer_index]
+        attended = self.attention(
+            self.layernorm_before(hidden_states),
+            head_mask=head_mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
+        )
+        attended, probs = attended if return_attention_scores else (attended, None)
+        hidden_states = hidden_states + self.dropout_layer(attended, training=training)
+        mlp = self.fc2(self.activation(self.fc1(self.layernorm_after(hidden_states))))
+        hidden_states = hidden_states + self.dropout_layer(mlp, training=training)
+        if return_attention_scores:
+            return hidden_states, probs
+        return hidden_states
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_size=self.hidden_size,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act=self.hidden_act,
+            qkv_bias=self.qkv_bias,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            layer_norm_eps=self.layer_norm_eps,
+            initializer_range=self.initializer_range,
+        )
+        return config

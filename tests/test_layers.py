@@ -1,0 +1,206 @@
+import keras
+import numpy as np
+import pytest
+import torch
+
+from keras_vit import layers
+from keras_vit.layers.activations import ACTIVATIONS, get_activation
+from keras_vit.layers.position_interpolation import resample_grid, resample_position_embeddings
+from tests.layer_test_helper import run_layer_test
+
+RNG = np.random.default_rng(0)
+TOKENS = RNG.normal(size=(2, 5, 16)).astype("float32")
+
+
+def test_patch_embedding_layer(tmp_path):
+    images = RNG.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    run_layer_test(
+        layers.PatchEmbedding,
+        dict(image_size=(32, 32), patch_size=(8, 8), hidden_size=16, use_distillation_token=True, dropout=0.1),
+        {"pixel_values": images},
+        (2, 18, 16),
+        tmp_path=tmp_path,
+    )
+
+
+def test_attention_layer(tmp_path):
+    run_layer_test(
+        layers.MultiHeadSelfAttention,
+        dict(hidden_size=16, num_attention_heads=4, qkv_bias=False, attention_dropout=0.1),
+        {"tokens": TOKENS},
+        (2, 5, 16),
+        tmp_path=tmp_path,
+    )
+
+
+def test_transformer_block_layer(tmp_path):
+    run_layer_test(
+        layers.TransformerBlock,
+        dict(hidden_size=16, num_attention_heads=4, intermediate_size=24, hidden_act="gelu_new", dropout=0.1),
+        {"tokens": TOKENS},
+        (2, 5, 16),
+        tmp_path=tmp_path,
+    )
+
+
+def test_pooler_layer(tmp_path):
+    run_layer_test(layers.Pooler, dict(units=8, activation="tanh"), {"tokens": TOKENS}, (2, 8), tmp_path=tmp_path)
+
+
+def test_distillation_head_layer(tmp_path):
+    head = run_layer_test(layers.DistillationHead, dict(num_labels=3), {"tokens": TOKENS}, (2, 3), tmp_path=tmp_path)
+    out = head(TOKENS)
+    np.testing.assert_allclose(out["logits"], (out["cls_logits"] + out["distillation_logits"]) / 2, atol=1e-6)
+
+
+def test_mim_decoder_layer(tmp_path):
+    tokens = RNG.normal(size=(2, 1 + 6, 16)).astype("float32")
+    images = np.zeros((2, 16, 24, 3), "float32")
+    run_layer_test(
+        layers.MaskedImageModelingDecoder,
+        dict(encoder_stride=4, num_channels=3, patch_size=(8, 8)),
+        {"tokens": tokens, "pixel_values": images},
+        (2, 8, 12, 3),
+        call_kwargs=dict(num_prefix_tokens=1),
+        tmp_path=tmp_path,
+    )
+
+
+def test_pixel_shuffle_matches_torch():
+    decoder = layers.MaskedImageModelingDecoder(encoder_stride=2, num_channels=3, patch_size=(2, 2))
+    tokens = RNG.normal(size=(1, 1 + 6, 4)).astype("float32")
+    ours = np.asarray(decoder(tokens, np.zeros((1, 4, 6, 3), "float32")))
+    conv = np.asarray(decoder.conv(tokens[:, 1:].reshape(1, 2, 3, 4)))
+    expected = torch.nn.PixelShuffle(2)(torch.from_numpy(conv).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+
+
+def test_fused_and_explicit_attention_agree():
+    layer = layers.MultiHeadSelfAttention(hidden_size=16, num_attention_heads=4)
+    fused = layer(TOKENS)
+    explicit, probs = layer(TOKENS, return_attention_scores=True)
+    np.testing.assert_allclose(fused, explicit, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, atol=1e-5)
+
+
+def test_attention_matches_reference_math():
+    layer = layers.MultiHeadSelfAttention(hidden_size=16, num_attention_heads=4)
+    out, probs = layer(TOKENS, return_attention_scores=True)
+    kernel, bias = layer.qkv.kernel.numpy(), layer.qkv.bias.numpy()
+    qkv = (TOKENS @ kernel + bias).reshape(2, 5, 3, 4, 4).transpose(2, 0, 3, 1, 4)
+    scores = qkv[0] @ qkv[1].transpose(0, 1, 3, 2) / 2.0
+    expected_probs = np.exp(scores - scores.max(-1, keepdims=True))
+    expected_probs /= expected_probs.sum(-1, keepdims=True)
+    context = (expected_probs @ qkv[2]).transpose(0, 2, 1, 3).reshape(2, 5, 16)
+    expected = context @ layer.output_dense.kernel.numpy() + layer.output_dense.bias.numpy()
+    np.testing.assert_allclose(probs, expected_probs, atol=1e-5)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_head_mask_silences_heads():
+    layer = layers.MultiHeadSelfAttention(hidden_size=16, num_attention_heads=4)
+    layer(TOKENS)
+    bias = layer.output_dense.bias.numpy()
+    silent = layer(TOKENS, head_mask=np.zeros(4, "float32"))
+    np.testing.assert_allclose(silent, np.broadcast_to(bias, silent.shape), atol=1e-6)
+    full = layer(TOKENS, head_mask=np.ones((2, 4), "float32"))
+    np.testing.assert_allclose(full, layer(TOKENS), atol=1e-5)
+    with pytest.raises(ValueError, match=r"head_mask of shape \(4,\)"):
+        layer(TOKENS, head_mask=np.ones(3, "float32"))
+
+
+def test_transformer_block_is_prenorm_residual():
+    block = layers.TransformerBlock(16, 4, 24)
+    out = np.asarray(block(TOKENS))
+    h = TOKENS + np.asarray(block.attention(block.layernorm_before(TOKENS)))
+    mlp = block.fc2(get_activation("gelu")(block.fc1(block.layernorm_after(h))))
+    np.testing.assert_allclose(out, h + np.asarray(mlp), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activations_match_transformers(name):
+    from transformers.activations import ACT2FN
+
+    x = np.linspace(-5, 5, 101).astype("float32")
+    expected = ACT2FN[name](torch.from_numpy(x)).numpy() if name != "linear" else x
+    np.testing.assert_allclose(np.asarray(get_activation(name)(x)), expected, atol=1e-5)
+
+
+def test_unknown_activation_is_named():
+    with pytest.raises(ValueError, match="Received: 'mish2'"):
+        get_activation("mish2")
+
+
+@pytest.mark.parametrize("size", [(4, 4), (7, 5), (2, 3), (12, 12)])
+def test_bicubic_resample_matches_torch(size):
+    grid = RNG.normal(size=(4, 4, 6)).astype("float32")
+    ours = np.asarray(resample_grid(grid, *size))
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(grid).permute(2, 0, 1)[None], size=size, mode="bicubic", align_corners=False
+    )[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_resample_keeps_prefix_tokens():
+    positions = RNG.normal(size=(1, 2 + 9, 4)).astype("float32")
+    out = np.asarray(resample_position_embeddings(positions, (3, 3), (5, 4), 2))
+    assert out.shape == (1, 2 + 20, 4)
+    np.testing.assert_array_equal(out[:, :2], positions[:, :2])
+
+
+def test_patch_embedding_interpolates_and_validates():
+    layer = layers.PatchEmbedding((32, 32), (8, 8), hidden_size=16)
+    assert layer(np.zeros((1, 48, 40, 3), "float32"), interpolate_pos_encoding=True).shape == (1, 1 + 30, 16)
+    same = layer(np.ones((1, 32, 32, 3), "float32"), interpolate_pos_encoding=True)
+    np.testing.assert_allclose(same, layer(np.ones((1, 32, 32, 3), "float32")), atol=1e-6)
+    with pytest.raises(ValueError, match=r"Expected images of size \(32, 32\).*height=48, width=40"):
+        layer(np.zeros((1, 48, 40, 3), "float32"))
+    with pytest.raises(ValueError, match="multiples of patch_size.*height=33"):
+        layer(np.zeros((1, 33, 32, 3), "float32"), interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="no mask token"):
+        layer(np.zeros((1, 32, 32, 3), "float32"), bool_masked_pos=np.zeros((1, 16), bool))
+
+
+def test_mask_token_replaces_masked_patches():
+    layer = layers.PatchEmbedding((16, 16), (8, 8), hidden_size=8, use_mask_token=True)
+    images = RNG.normal(size=(1, 16, 16, 3)).astype("float32")
+    layer(images)
+    layer.mask_token.assign(np.full((1, 1, 8), 7.0, "float32"))
+    mask = np.array([[True, False, False, True]])
+    out = np.asarray(layer(images, bool_masked_pos=mask)) - layer.position_embeddings.numpy()
+    np.testing.assert_allclose(out[0, [1, 4]], 7.0, atol=1e-5)
+    assert not np.allclose(out[0, 2], 7.0)
+    with pytest.raises(ValueError, match=r"bool_masked_pos of shape \(batch, 4\).*\(1, 5\)"):
+        layer(images, bool_masked_pos=np.zeros((1, 5), bool))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: layers.PatchEmbedding((30, 32), (8, 8), 16), r"patch_size to divide image_size.*\(30, 32\)"),
+        (lambda: layers.PatchEmbedding((32, 32), (8, 8), 16, dropout=1.0), "dropout in"),
+        (lambda: layers.MultiHeadSelfAttention(30, 4), "hidden_size=30, num_attention_heads=4"),
+        (lambda: layers.MultiHeadSelfAttention(16, 4, attention_dropout=-0.1), "attention_dropout=-0.1"),
+        (lambda: layers.TransformerBlock(16, 4, 0), "intermediate_size=0"),
+        (lambda: layers.TransformerBlock(16, 4, 8, hidden_act="nope"), "'nope'"),
+        (lambda: layers.DistillationHead(0), "num_labels=0"),
+        (lambda: layers.MaskedImageModelingDecoder(0, 3, (8, 8)), "encoder_stride=0"),
+    ],
+)
+def test_layer_argument_errors(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_layers_compose_in_user_functional_model():
+    inputs = keras.Input((32, 32, 3))
+    tokens = layers.PatchEmbedding((32, 32), (8, 8), hidden_size=16, name="embed")(inputs)
+    tokens = layers.TransformerBlock(16, 4, 32)(tokens)
+    outputs = keras.layers.Dense(5)(layers.Pooler(16)(tokens))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = RNG.normal(size=(8, 32, 32, 3)).astype("float32")
+    y = np.arange(8) % 5
+    losses = model.fit(x, y, epochs=5, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]
+    assert model.get_layer("embed").position_embeddings.path == "embed/position_embeddings"

@@ -1,0 +1,305 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_vit
+from keras_vit import MODEL_CLASSES
+from keras_vit.losses import simmim_loss
+from tests.conftest import tiny_config
+
+RNG = np.random.default_rng(1)
+IMAGES = RNG.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+MASK = RNG.uniform(size=(2, 16)) > 0.5
+MASK_MODELS = (keras_vit.ViTForMaskedImageModeling, keras_vit.DeiTForMaskedImageModeling)
+EXPECTED_KEYS = {
+    "ViTModel": {"last_hidden_state", "pooler_output"},
+    "DeiTModel": {"last_hidden_state", "pooler_output"},
+    "ViTForImageClassification": {"logits"},
+    "DeiTForImageClassification": {"logits"},
+    "DeiTForImageClassificationWithTeacher": {"logits", "cls_logits", "distillation_logits"},
+    "ViTForMaskedImageModeling": {"reconstruction"},
+    "DeiTForMaskedImageModeling": {"reconstruction"},
+}
+
+
+def build(cls, **kwargs):
+    return cls(tiny_config(cls), **kwargs)
+
+
+def assert_outputs_equal(a, b, atol=1e-5):
+    assert set(a) == set(b)
+    for key in a:
+        for x, y in zip(keras.tree.flatten(a[key]), keras.tree.flatten(b[key])):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, err_msg=key)
+
+
+@pytest.mark.parametrize("cls", MODEL_CLASSES, ids=lambda c: c.__name__)
+def test_tensor_list_and_dict_inputs_agree(cls):
+    model = build(cls)
+    out = model(IMAGES)
+    assert set(out) == EXPECTED_KEYS[cls.__name__]
+    assert_outputs_equal(out, model([IMAGES]))
+    assert_outputs_equal(out, model({"pixel_values": IMAGES}))
+    head_mask = np.ones((2, 4), "float32")
+    assert_outputs_equal(out, model([IMAGES, None, head_mask]))
+    assert_outputs_equal(out, model({"pixel_values": IMAGES, "head_mask": np.ones(4, "float32")}))
+    assert_outputs_equal(out, {k: v for k, v in model.predict(IMAGES, verbose=0).items()})
+
+
+@pytest.mark.parametrize("cls", MODEL_CLASSES, ids=lambda c: c.__name__)
+def test_output_shapes_and_flags(cls):
+    model = build(cls, output_hidden_states=True, output_attentions=True)
+    out = model(IMAGES)
+    seq = 16 + (2 if cls.__name__.startswith("DeiT") else 1)
+    assert len(out["hidden_states"]) == 3 and len(out["attentions"]) == 2
+    assert all(tuple(h.shape) == (2, seq, 32) for h in out["hidden_states"])
+    assert all(tuple(a.shape) == (2, 4, seq, seq) for a in out["attentions"])
+    np.testing.assert_allclose(np.asarray(out["attentions"][0]).sum(-1), 1.0, atol=1e-5)
+    if "last_hidden_state" in out:
+        assert tuple(out["last_hidden_state"].shape) == (2, seq, 32)
+        assert tuple(out["pooler_output"].shape) == (2, 32)
+    if "logits" in out:
+        assert tuple(out["logits"].shape) == (2, 3)
+    if "reconstruction" in out:
+        assert tuple(out["reconstruction"].shape) == (2, 32, 32, 3)
+    plain = build(cls)
+    plain.set_weights(model.get_weights())
+    assert_outputs_equal(plain(IMAGES), {k: v for k, v in out.items() if k in EXPECTED_KEYS[cls.__name__]})
+
+
+def test_hidden_states_are_block_outputs():
+    model = build(keras_vit.ViTModel, output_hidden_states=True)
+    out = model(IMAGES)
+    layernorm = model.get_layer("layernorm")
+    np.testing.assert_allclose(layernorm(out["hidden_states"][-1]), out["last_hidden_state"], atol=1e-5)
+    np.testing.assert_allclose(out["hidden_states"][0], model.get_layer("embeddings")(IMAGES), atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", MODEL_CLASSES, ids=lambda c: c.__name__)
+def test_channels_first_equals_channels_last(cls):
+    last = build(cls)
+    first = build(cls, data_format="channels_first")
+    first.set_weights(last.get_weights())
+    out_first = first(IMAGES.transpose(0, 3, 1, 2))
+    expected = last(IMAGES)
+    if "reconstruction" in expected:
+        out_first["reconstruction"] = np.asarray(out_first["reconstruction"]).transpose(0, 2, 3, 1)
+    assert_outputs_equal(out_first, expected)
+
+
+@pytest.mark.parametrize("cls", [keras_vit.ViTModel, keras_vit.DeiTForMaskedImageModeling], ids=lambda c: c.__name__)
+def test_interpolate_pos_encoding(cls):
+    fixed = build(cls)
+    dynamic = build(cls, interpolate_pos_encoding=True)
+    dynamic.set_weights(fixed.get_weights())
+    assert_outputs_equal(dynamic(IMAGES), fixed(IMAGES))
+    big = RNG.uniform(-1, 1, (2, 48, 64, 3)).astype("float32")
+    out = dynamic(big)
+    if cls is keras_vit.ViTModel:
+        assert tuple(out["last_hidden_state"].shape) == (2, 1 + 6 * 8, 32)
+    else:
+        assert tuple(out["reconstruction"].shape) == (2, 48, 64, 3)
+        masked = dynamic({"pixel_values": big, "bool_masked_pos": np.ones((2, 48), bool)})
+        assert not np.allclose(masked["reconstruction"], out["reconstruction"])
+
+
+@pytest.mark.parametrize("cls", MASK_MODELS, ids=lambda c: c.__name__)
+def test_bool_masked_pos(cls):
+    model = build(cls)
+    plain = model(IMAGES)["reconstruction"]
+    masked = model([IMAGES, MASK])["reconstruction"]
+    none_masked = model([IMAGES, np.zeros_like(MASK)])["reconstruction"]
+    np.testing.assert_allclose(none_masked, plain, atol=1e-5)
+    assert np.abs(np.asarray(masked) - np.asarray(plain)).max() > 1e-3
+
+
+def test_base_model_mask_token_flag():
+    model = build(keras_vit.ViTModel, use_mask_token=True)
+    out = model({"pixel_values": IMAGES, "bool_masked_pos": MASK})
+    assert tuple(out["last_hidden_state"].shape) == (2, 17, 32)
+    with pytest.raises(ValueError, match="no mask token"):
+        build(keras_vit.ViTModel)({"pixel_values": IMAGES, "bool_masked_pos": MASK})
+
+
+def test_head_mask_changes_outputs_per_layer():
+    model = build(keras_vit.ViTModel)
+    base = np.asarray(model(IMAGES)["last_hidden_state"])
+    mask = np.ones((2, 4), "float32")
+    mask[1, 2] = 0.0
+    changed = np.asarray(model([IMAGES, None, mask])["last_hidden_state"])
+    assert np.abs(changed - base).max() > 1e-4
+    # Silencing a head in the last layer leaves the first block's output alone.
+    hidden = build(keras_vit.ViTModel, output_hidden_states=True)
+    hidden.set_weights(model.get_weights())
+    a = hidden(IMAGES)["hidden_states"]
+    b = hidden([IMAGES, None, mask])["hidden_states"]
+    np.testing.assert_allclose(a[1], b[1], atol=1e-6)
+    assert np.abs(np.asarray(a[2]) - np.asarray(b[2])).max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (np.zeros((32, 32, 3), "float32"), r"rank 4, \(batch, height, width, channels\). Received: shape=\(32, 32, 3\)"),
+        (np.zeros((1, 32, 32, 1), "float32"), r"3 channels.*shape=\(1, 32, 32, 1\)"),
+        (np.zeros((1, 3, 32, 32), "float32"), r"3 channels"),
+        (np.zeros((1, 48, 32, 3), "float32"), r"Expected images of size \(32, 32\)"),
+        ({"pixel_values": IMAGES, "masks": MASK}, r"unknown keys: \['masks'\]"),
+        ({"bool_masked_pos": MASK}, "Expected pixel_values"),
+        ([IMAGES, None, None, None], "Received 4"),
+        ([IMAGES, None, np.ones((3, 4), "float32")], r"head_mask of shape \(4,\) or \(2, 4\).*\(3, 4\)"),
+        ([IMAGES, np.zeros((2, 9), bool)], r"bool_masked_pos of shape \(batch, 16\)"),
+    ],
+)
+def test_bad_inputs_are_named(inputs, message):
+    model = build(keras_vit.ViTModel, use_mask_token=True)
+    with pytest.raises(ValueError, match=message):
+        model(inputs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(data_format="NHWC"), "data_format='NHWC'"),
+        (dict(output_attentions="yes"), "output_attentions='yes'"),
+        (dict(interpolate_pos_encoding=1), "interpolate_pos_encoding=1"),
+    ],
+)
+def test_bad_constructor_flags(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build(keras_vit.ViTForImageClassification, **kwargs)
+    with pytest.raises(ValueError, match="Expected config to be a DeiTConfig"):
+        keras_vit.DeiTModel(tiny_config(keras_vit.ViTModel))
+
+
+def test_mim_requires_patch_size_equal_encoder_stride():
+    model = keras_vit.ViTForMaskedImageModeling(tiny_config(encoder_stride=4))
+    assert tuple(model(IMAGES)["reconstruction"].shape) == (2, 16, 16, 3)
+    with pytest.raises(ValueError, match="patch_size=8, encoder_stride=4"):
+        model([IMAGES, MASK])
+
+
+@pytest.mark.parametrize("cls", MODEL_CLASSES, ids=lambda c: c.__name__)
+def test_keras_save_load_round_trip(cls, tmp_path):
+    model = build(cls, output_attentions=True, data_format="channels_first")
+    x = IMAGES.transpose(0, 3, 1, 2)
+    path = tmp_path / f"{cls.__name__}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is cls
+    assert loaded.config == model.config and loaded.data_format == "channels_first"
+    assert_outputs_equal(loaded(x), model(x), atol=1e-6)
+    assert cls.from_config(model.get_config()).count_params() == model.count_params()
+
+
+@pytest.mark.parametrize(
+    "cls", [keras_vit.ViTForImageClassification, keras_vit.DeiTForImageClassificationWithTeacher], ids=lambda c: c.__name__
+)
+def test_fit_with_compiled_loss_and_metrics(cls):
+    model = build(cls)
+    x = RNG.uniform(-1, 1, (16, 32, 32, 3)).astype("float32")
+    y = np.arange(16) % 3
+    model.compile(
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    history = model.fit(x, y, epochs=8, batch_size=8, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["accuracy"][-1] > 0.5
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, model.predict(x, verbose=0)["logits"])
+    np.testing.assert_allclose(model.evaluate(x, y, verbose=0, return_dict=True)["loss"], expected, rtol=1e-4)
+
+
+def test_builtin_classification_losses():
+    model = build(keras_vit.ViTForImageClassification)
+    model.compile("adam")
+    y = np.array([0, 2])
+    logits = np.asarray(model(IMAGES)["logits"])
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits)
+    np.testing.assert_allclose(model.evaluate(IMAGES, y, verbose=0), expected, rtol=1e-5)
+    multi = np.array([[1, 0, 1], [0, 1, 0]], "float32")
+    expected = keras.losses.BinaryCrossentropy(from_logits=True)(multi, logits)
+    np.testing.assert_allclose(model.evaluate(IMAGES, multi, verbose=0), expected, rtol=1e-5)
+    regression = keras_vit.ViTForImageClassification(tiny_config(num_labels=1))
+    regression.compile("adam")
+    target = np.array([0.5, -1.0], "float32")
+    pred = np.asarray(regression(IMAGES)["logits"])[:, 0]
+    np.testing.assert_allclose(regression.evaluate(IMAGES, target, verbose=0), np.mean((pred - target) ** 2), rtol=1e-5)
+
+
+def test_builtin_teacher_loss_averages_heads():
+    model = build(keras_vit.DeiTForImageClassificationWithTeacher)
+    model.compile("adam")
+    y = np.array([1, 2])
+    out = model(IMAGES)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    expected = 0.5 * (ce(y, out["cls_logits"]) + ce(y, out["distillation_logits"]))
+    np.testing.assert_allclose(model.evaluate(IMAGES, y, verbose=0), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", MASK_MODELS, ids=lambda c: c.__name__)
+def test_builtin_simmim_loss(cls):
+    model = build(cls)
+    model.compile(keras.optimizers.Adam(1e-3))
+    recon = np.asarray(model([IMAGES, MASK])["reconstruction"])
+    pixel_mask = np.repeat(np.repeat(MASK.reshape(2, 4, 4), 8, 1), 8, 2)[..., None]
+    expected = (np.abs(IMAGES - recon) * pixel_mask).sum() / (pixel_mask.sum() + 1e-5) / 3
+    inputs = {"pixel_values": IMAGES, "bool_masked_pos": MASK}
+    np.testing.assert_allclose(model.evaluate(inputs, verbose=0), expected, rtol=1e-5)
+    np.testing.assert_allclose(simmim_loss(IMAGES, recon, MASK, (8, 8)), expected, rtol=1e-5)
+    losses = model.fit(inputs, epochs=5, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="needs bool_masked_pos"):
+        model.fit(IMAGES, epochs=1, verbose=0)
+
+
+def test_fit_without_labels_is_refused():
+    model = build(keras_vit.ViTForImageClassification)
+    model.compile("adam")
+    with pytest.raises(ValueError, match="needs labels"):
+        model.fit(IMAGES, epochs=1, verbose=0)
+
+
+def test_mixed_precision_model_close_to_float32():
+    reference = build(keras_vit.ViTForImageClassification)
+    mixed = build(keras_vit.ViTForImageClassification, dtype="mixed_bfloat16")
+    mixed.set_weights(reference.get_weights())
+    expected = np.asarray(reference(IMAGES)["logits"])
+    got = mixed(IMAGES)["logits"]
+    assert "bfloat16" in str(got.dtype)
+    assert all(w.dtype == "float32" for w in mixed.weights)
+    got = np.asarray(keras.ops.cast(got, "float32"))
+    assert np.abs(got - expected).max() <= 1e-2 * np.abs(expected).max() + 2e-2
+    mixed.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert np.isfinite(mixed.fit(IMAGES, np.array([0, 1]), epochs=1, verbose=0).history["loss"][0])
+
+
+def test_model_composes_in_user_functional_model():
+    backbone = build(keras_vit.DeiTModel)
+    inputs = keras.Input((32, 32, 3))
+    features = backbone(inputs)["pooler_output"]
+    model = keras.Model(inputs, keras.layers.Dense(2, name="my_head")(features))
+    assert tuple(model(IMAGES).shape) == (2, 2)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert np.isfinite(model.fit(IMAGES, np.array([0, 1]), epochs=1, verbose=0).history["loss"][0])
+
+
+def test_num_labels_zero_returns_features():
+    model = keras_vit.ViTForImageClassification(tiny_config(num_labels=0))
+    assert tuple(model(IMAGES)["logits"].shape) == (2, 32)
+
+
+def test_weight_paths_are_stable():
+    model = build(keras_vit.DeiTForImageClassificationWithTeacher)
+    paths = {w.path for w in model.weights}
+    for path in (
+        "embeddings/cls_token",
+        "embeddings/distillation_token",
+        "embeddings/position_embeddings",
+        "embeddings/projection/kernel",
+        "encoder_layer_1/attention/qkv/kernel",
+        "encoder_layer_1/attention/output/bias",
+        "encoder_layer_0/fc1/kernel",
+        "layernorm/gamma",
+        "head/distillation_classifier/kernel",
+    ):
+        assert path in paths, path
