@@ -279,6 +279,13 @@ class ViTConfig:
         return cls.from_dict(data)
 
     @classmethod
+    def from_pretrained(cls, path_or_repo_id, **kwargs):
+        """Reads `config.json` from a checkpoint directory or Hub repo id (see `keras_vit.checkpoints`)."""
+        from keras_vit.checkpoints import read_config, resolve_checkpoint
+
+        return read_config(resolve_checkpoint(path_or_repo_id, **kwargs), cls)
+
+    @classmethod
     def from_preset(cls, name, **overrides):
         """Returns the config of a published size, e.g. `"vit-base-patch16-224"`.
 

@@ -278,6 +278,35 @@ class VisionTransformer(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred[self.prediction_key], sample_weight)
 
+    # === Hugging Face checkpoints ===
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, **kwargs):
+        """Builds the model from a Hugging Face checkpoint directory or Hub repo id.
+
+        Reads `config.json` and `model.safetensors` (sharded too), `tf_model.h5` or
+        `pytorch_model.bin` (torch `weights_only=True` only); see `keras_vit.checkpoints`.
+
+        Args:
+            path_or_repo_id: local directory, or "org/name" resolved with huggingface_hub.
+            **kwargs: `ignore_mismatched_sizes`, `revision`, `cache_dir`,
+                `local_files_only`; config fields to override (`num_labels`, `id2label`,
+                ...); and constructor arguments (`data_format`, `output_attentions`,
+                `interpolate_pos_encoding`, ...).
+
+        Raises:
+            FileNotFoundError: no such directory or cached repo (offline), or no weights.
+            ValueError: missing, unexpected or mis-shaped tensors, listed.
+        """
+        from keras_vit.checkpoints import from_pretrained
+
+        return from_pretrained(cls, path_or_repo_id, **kwargs)
+
+    def save_pretrained(self, directory):
+        """Writes `config.json` + `model.safetensors` that transformers' same-named class loads."""
+        from keras_vit.checkpoints import save_pretrained
+
+        return save_pretrained(self, directory)
+
     # === Serialization ===
     def flag_config(self):
         """The constructor arguments besides `config` (subclasses add theirs)."""
