@@ -256,6 +256,10 @@ class VisionTransformer(keras.Model):
     def __call__(self, inputs, *args, **kwargs):
         return super().__call__(self.standardize_inputs(inputs), *args, **kwargs)
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # JAX's stateless training/prediction steps call `call` directly, not `__call__`.
+        return super().call(self.standardize_inputs(inputs), training=training, mask=mask, **kwargs)
+
     def compute_output_spec(self, inputs, training=None, mask=None):
         # Keras compares every input's shape in the symbolic shortcut, so give absent optional
         # inputs their declared spec; output shapes do not depend on them.

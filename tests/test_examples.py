@@ -1,0 +1,41 @@
+"""The main job runs end to end, and README's commands stay true."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands():
+    return re.findall(r"^```bash\n(.+?)\n```", (ROOT / "README.md").read_text(), flags=re.M)
+
+
+def test_readme_opens_with_two_commands_and_ci_runs_the_second():
+    text = (ROOT / "README.md").read_text()
+    commands = _readme_commands()
+    assert text.startswith("# keras_vit\n\n```bash\n")
+    assert "examples/train_digits.py" in commands[0]
+    assert "pytest" in commands[1]
+    ci = subprocess.run(
+        ["bash", "-c", "awk '/^```bash$/{n++; next} /^```$/{next} n==2 {print; exit}' README.md"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    assert ci.stdout.strip() == commands[1]
+
+
+@pytest.mark.slow
+def test_main_job_trains_saves_reloads_and_classifies(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_digits.py"), "--epochs", "2", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracies = dict(re.findall(r"(\w+) ([01]\.\d{4})", result.stdout.split("Held-out accuracy:")[1]))
+    assert set(accuracies) == {"vit", "deit"}
+    assert all(float(v) > 0.2 for v in accuracies.values()), accuracies  # twice chance (0.1) after 2 epochs
+    assert len(re.findall(r"test_\d\d_label_\d\.png: predicted \d \(confidence 0\.\d{3}\)", result.stdout)) == 10
+    assert (tmp_path / "vit_digits.keras").is_file() and (tmp_path / "deit_digits.keras").is_file()
