@@ -173,7 +173,7 @@ class ViTConfig:
             )
         for name in ("hidden_act", "pooler_act"):
             value = getattr(self, name)
-            if value not in ACTIVATIONS:
+            if not isinstance(value, str) or value not in ACTIVATIONS:
                 raise ValueError(f"Expected {name} to be one of {sorted(ACTIVATIONS)}. Received: {name}={value!r}")
         if not isinstance(self.qkv_bias, bool):
             raise ValueError(f"Expected qkv_bias to be a bool. Received: qkv_bias={self.qkv_bias!r}")

@@ -185,7 +185,7 @@ def test_keras_save_load_round_trip(cls, tmp_path):
     x = IMAGES.transpose(0, 3, 1, 2)
     path = tmp_path / f"{cls.__name__}.keras"
     model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)  # no lambdas or pickles in our configs
     assert type(loaded) is cls
     assert loaded.config == model.config and loaded.data_format == "channels_first"
     assert_outputs_equal(loaded(x), model(x), atol=1e-6)

@@ -45,6 +45,6 @@ def get_activation(name):
     Raises:
         ValueError: if `name` is not a key of `ACTIVATIONS`.
     """
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"Expected an activation name, one of {sorted(ACTIVATIONS)}. Received: {name!r}")
     return ACTIVATIONS[name]
