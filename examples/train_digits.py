@@ -38,9 +38,9 @@ def load_digits(seed):
     return train_test_split(images, digits.target, test_size=0.25, random_state=seed, stratify=digits.target)
 
 
-def to_pixel_values(images):
-    """uint8 (n, 8, 8) in 0..255 → float32 (n, 8, 8, 1) in [-1, 1] (ViTImageProcessor's rescale + normalize)."""
-    return (images[..., None].astype("float32") / 255.0 - 0.5) / 0.5
+def make_processor():
+    """ViTImageProcessor at 8x8: grayscale → RGB, rescale by 1/255, normalise to [-1, 1]."""
+    return keras_vit.ViTImageProcessor(size=8, do_convert_rgb=True)
 
 
 def make_config(config_class):
@@ -48,7 +48,6 @@ def make_config(config_class):
         image_size=8,
         patch_size=2,
         encoder_stride=2,
-        num_channels=1,
         hidden_size=64,
         num_hidden_layers=4,
         num_attention_heads=4,
@@ -84,10 +83,13 @@ def write_pngs(images, labels, directory, count):
 
 
 def classify(model_path, png_paths):
-    """Reloads a `.keras` file and prints label and confidence for each PNG (runs in a fresh process)."""
+    """Reloads a `.keras` file and its processor and prints label and confidence for each PNG.
+
+    Runs in a fresh process: nothing but the files on disk is shared with the training run.
+    """
     model = keras.saving.load_model(model_path)
-    images = np.stack([np.asarray(Image.open(p).convert("L")) for p in png_paths])
-    logits = model.predict(to_pixel_values(images), verbose=0)["logits"]
+    processor = keras_vit.ViTImageProcessor.from_pretrained(Path(model_path).parent)
+    logits = model.predict(processor(list(png_paths))["pixel_values"], verbose=0)["logits"]
     probs = np.asarray(keras.ops.softmax(logits, axis=-1))
     for path, p in zip(png_paths, probs):
         label = model.config.id2label[int(p.argmax())]
@@ -107,8 +109,10 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     start = time.time()
     x_train, x_test, y_train, y_test = load_digits(args.seed)
-    pixels_train, pixels_test = to_pixel_values(x_train), to_pixel_values(x_test)
+    processor = make_processor()
+    pixels_train, pixels_test = (processor(list(x))["pixel_values"] for x in (x_train, x_test))
     args.output.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(args.output)
     pngs = write_pngs(x_test, y_test, args.output / "png", count=5)
     results = {}
     for name, cls, config_class in (

@@ -13,6 +13,7 @@ from keras_vit.models import (
     ViTModel,
 )
 from keras_vit.presets import PRESETS
+from keras_vit.processors import DeiTImageProcessor, ViTImageProcessor
 
 __version__ = "0.1.0"
 
@@ -21,12 +22,14 @@ __all__ = [
     "DeiTForImageClassification",
     "DeiTForImageClassificationWithTeacher",
     "DeiTForMaskedImageModeling",
+    "DeiTImageProcessor",
     "DeiTModel",
     "MODEL_CLASSES",
     "PRESETS",
     "ViTConfig",
     "ViTForImageClassification",
     "ViTForMaskedImageModeling",
+    "ViTImageProcessor",
     "ViTModel",
     "__version__",
     "layers",

@@ -10,11 +10,11 @@ Hugging Face PyTorch state dict (names and layouts) that `keras_vit.conversion` 
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from keras_vit.atomic import atomic_path, write_text_atomically
 from keras_vit.config import config_class_for
 from keras_vit.conversion import load_hf_state_dict, to_hf_state_dict
 
@@ -203,21 +203,17 @@ def from_pretrained(model_class, path_or_repo_id, ignore_mismatched_sizes=False,
 
 
 def save_pretrained(model, directory):
-    """Writes `config.json` and `model.safetensors` in the Hugging Face layout, atomically.
+    """Writes `config.json` and `model.safetensors` in the Hugging Face layout.
 
-    Files are written to a temporary directory beside `directory` and moved into it, so
-    a failure never leaves a half-written checkpoint. Transformers (PyTorch) loads the result.
+    Each file is written to a temporary sibling and renamed into place, so a failure never
+    leaves a half-written file. Transformers (PyTorch) loads the result.
     """
     from safetensors.numpy import save_file
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     config = model.config.to_dict()
     config["architectures"] = [type(model).__name__]
-    with tempfile.TemporaryDirectory(prefix=".keras_vit-", dir=directory) as tmp:
-        tmp = Path(tmp)
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        save_file(to_hf_state_dict(model), str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
-        for name in (SAFETENSORS_NAME, CONFIG_NAME):
-            os.replace(tmp / name, directory / name)
+    with atomic_path(directory / SAFETENSORS_NAME) as tmp:
+        save_file(to_hf_state_dict(model), str(tmp), metadata={"format": "pt"})
+    write_text_atomically(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return directory

@@ -35,25 +35,14 @@ def load_model(source, model_class=None):
     return names[name].from_pretrained(directory)
 
 
-def save_keras_atomically(model, path):
-    """Saves `model` to a `.keras` file via a temporary file renamed into place."""
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"Expected an output path ending in .keras. Received: {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _convert(args):
     if args.output.suffix != ".keras":
         raise ValueError(f"Expected an output path ending in .keras. Received: {str(args.output)!r}")
+    from keras_vit.atomic import atomic_path
+
     model = load_model(args.source, args.model_class)
-    save_keras_atomically(model, args.output)
+    with atomic_path(args.output) as tmp:
+        model.save(tmp)
     print(f"Saved {type(model).__name__} ({model.count_params():,} parameters) to {args.output}")
 
 

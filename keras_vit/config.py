@@ -8,9 +8,8 @@ are kept and written back unchanged.
 
 import copy
 import json
-import os
-import tempfile
 
+from keras_vit.atomic import write_text_atomically
 from keras_vit.layers.activations import ACTIVATIONS
 
 _POSITIVE_INT_FIELDS = (
@@ -255,17 +254,7 @@ class ViTConfig:
 
     def to_json_file(self, path):
         """Writes `config.json` atomically (temporary file renamed into place)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json_string())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_text_atomically(path, self.to_json_string())
 
     @classmethod
     def from_json_file(cls, path):
