@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_vit.atomic import atomic_path, write_text_atomically
-from keras_vit.config import config_class_for
+from keras_vit.config import config_class_for, read_json_file
 from keras_vit.conversion import load_hf_state_dict, to_hf_state_dict
 
 CONFIG_NAME = "config.json"
@@ -82,13 +82,10 @@ def read_config(directory, config_class=None):
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"Missing {CONFIG_NAME} in checkpoint directory {str(directory)!r}.")
+    config_dict = read_json_file(path)
     if config_class is None:
-        try:
-            model_type = json.loads(path.read_text()).get("model_type", "vit")
-        except json.JSONDecodeError as e:
-            raise ValueError(f"Expected {path} to hold JSON. Parsing failed: {e}") from None
-        config_class = config_class_for(model_type)
-    return config_class.from_json_file(path)
+        config_class = config_class_for(config_dict.get("model_type", "vit"))
+    return config_class.from_dict(config_dict)
 
 
 def _read_safetensors(path):

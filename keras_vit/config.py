@@ -23,6 +23,16 @@ _POSITIVE_INT_FIELDS = (
 _PROBABILITY_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
+def read_json_file(path):
+    """Returns the parsed content of a JSON file; raises ValueError naming the file if it is not JSON."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Expected {path} to hold JSON. Parsing failed: {e}") from None
+
+
 def _as_pair(value, name):
     """Returns `value` as a (height, width) tuple of positive ints."""
     if isinstance(value, bool):
@@ -259,13 +269,7 @@ class ViTConfig:
     @classmethod
     def from_json_file(cls, path):
         """Reads a `config.json`; raises ValueError if it is not a JSON object."""
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"Expected {path} to hold JSON. Parsing failed: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_file(path))
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, **kwargs):

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageMode, ImageOps
 
 from keras_vit.atomic import write_text_atomically
+from keras_vit.config import read_json_file
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
@@ -485,13 +486,7 @@ class ViTImageProcessor:
         path = os.path.join(resolve_checkpoint(path_or_repo_id, **kwargs), PREPROCESSOR_CONFIG_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Expected {PREPROCESSOR_CONFIG_NAME} in the checkpoint. No file at {path!r}")
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        try:
-            config_dict = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"Expected {path} to hold JSON. Parsing failed: {e}") from None
-        return cls.from_dict(config_dict)
+        return cls.from_dict(read_json_file(path))
 
     def __repr__(self):
         return f"{type(self).__name__}({self.to_dict()})"

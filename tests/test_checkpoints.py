@@ -14,19 +14,11 @@ import keras_vit
 from keras_vit import MODEL_CLASSES
 from keras_vit.checkpoints import read_state_dict, resolve_checkpoint
 from keras_vit.conversion import to_hf_state_dict
+from tests.conftest import TINY
 
 TOL = 1e-4
 FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "hf_tf_checkpoints"
-BASE = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    image_size=32,
-    patch_size=8,
-    encoder_stride=8,
-    num_labels=3,
-)
+BASE = TINY
 CONFIGS = {
     "tiny": {},
     "patch4_nonsquare_1ch": dict(image_size=[16, 24], patch_size=4, encoder_stride=4, num_channels=1),
