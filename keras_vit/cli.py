@@ -1,4 +1,4 @@
-"""The `keras-vit` command line: convert checkpoints (and more, see `keras-vit --help`)."""
+"""The `keras-vit` command line: `convert`, `predict` (see `keras-vit --help`)."""
 
 import argparse
 import os
@@ -35,6 +35,46 @@ def load_model(source, model_class=None):
     return names[name].from_pretrained(directory)
 
 
+def load_processor(source, model):
+    """The processor saved beside the model (preprocessor_config.json), else one sized from its config."""
+    from keras_vit.checkpoints import resolve_checkpoint
+    from keras_vit.processors import PREPROCESSOR_CONFIG_NAME, DeiTImageProcessor, ViTImageProcessor
+
+    directory = Path(source).parent if str(source).endswith(".keras") else resolve_checkpoint(source)
+    if (directory / PREPROCESSOR_CONFIG_NAME).is_file():
+        processor = ViTImageProcessor.from_pretrained(directory)
+    else:
+        cls = DeiTImageProcessor if model.config.model_type == "deit" else ViTImageProcessor
+        processor = cls.from_config(model.config)
+    processor.data_format = model.data_format
+    return processor
+
+
+def top_k(probabilities, id2label, k):
+    """Returns, per row of `probabilities`, the k (label, probability) pairs with the highest probability."""
+    order = probabilities.argsort(axis=-1)[:, ::-1][:, :k]
+    return [[(id2label[int(i)], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
+
+
+def _predict(args):
+    import numpy as np
+
+    missing = [str(p) for p in args.images if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"No such image file(s): {missing}")
+    if args.top_k < 1:
+        raise ValueError(f"Expected --top-k >= 1. Received: {args.top_k}")
+    model = load_model(args.source, args.model_class)
+    if "logits" not in model.output:
+        raise ValueError(f"Expected a classification model. Received: {type(model).__name__}")
+    pixel_values = load_processor(args.source, model)([str(p) for p in args.images])["pixel_values"]
+    logits = np.asarray(model.predict(pixel_values, verbose=0)["logits"], dtype="float64")
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    for path, best in zip(args.images, top_k(probabilities, model.config.id2label, args.top_k)):
+        print(f"{path}: " + ", ".join(f"{label} {score:.4f}" for label, score in best))
+
+
 def _convert(args):
     if args.output.suffix != ".keras":
         raise ValueError(f"Expected an output path ending in .keras. Received: {str(args.output)!r}")
@@ -54,6 +94,12 @@ def build_parser():
     convert.add_argument("output", type=Path, help="path of the .keras file to write")
     convert.add_argument("--model-class", help="keras_vit class name; default: the config's architectures")
     convert.set_defaults(run=_convert)
+    predict = commands.add_parser("predict", help="image files -> top-k labels with scores")
+    predict.add_argument("source", help=".keras file, checkpoint directory or Hub repo id")
+    predict.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
+    predict.add_argument("--top-k", type=int, default=5, help="labels to print per image (default 5)")
+    predict.add_argument("--model-class", help="keras_vit class name; default: the config's architectures")
+    predict.set_defaults(run=_predict)
     return parser
 
 

@@ -32,3 +32,45 @@ def test_convert_errors(argv, message, capsys, tmp_path, monkeypatch):
     assert main(argv) == 1
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    directory = tmp_path_factory.mktemp("photos")
+    paths = []
+    for i, image in enumerate(load_sample_images().images):
+        paths.append(directory / f"photo{i}.jpg")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def test_predict_from_hf_directory_and_keras_file(tmp_path, photos, capsys):
+    model = keras_vit.DeiTForImageClassificationWithTeacher(
+        keras_vit.DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                             image_size=32, patch_size=8, id2label={0: "cat", 1: "dog", 2: "eel"}),
+        data_format="channels_first",
+    )
+    model.save_pretrained(tmp_path / "hf")
+    processor = keras_vit.DeiTImageProcessor.from_config(model.config)
+    processor.save_pretrained(tmp_path / "hf")
+    logits = np.asarray(model.predict(processor([str(p) for p in photos], data_format="channels_first")["pixel_values"], verbose=0)["logits"])
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert main(["predict", str(tmp_path / "hf"), *map(str, photos), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line, path, p in zip(lines, photos, probs):
+        best = p.argsort()[::-1][:2]
+        assert line == f"{path}: " + ", ".join(f"{['cat', 'dog', 'eel'][i]} {p[i]:.4f}" for i in best)
+    model.save(tmp_path / "model.keras")
+    assert main(["predict", str(tmp_path / "model.keras"), str(photos[0]), "--top-k", "1"]) == 0
+    assert capsys.readouterr().out.strip() == lines[0].split(",")[0]
+
+
+def test_predict_errors(tmp_path, photos, capsys):
+    assert main(["predict", str(FIXTURES / "tf-vit-classifier"), str(tmp_path / "none.png")]) == 1
+    assert "No such image file(s)" in capsys.readouterr().err
+    assert main(["predict", str(FIXTURES / "tf-vit-classifier"), str(photos[0]), "--top-k", "0"]) == 1
+    assert "--top-k >= 1" in capsys.readouterr().err
