@@ -149,6 +149,9 @@ def test_head_mask_changes_outputs_per_layer():
         ([IMAGES, None, None, None], "Received 4"),
         ([IMAGES, None, np.ones((3, 4), "float32")], r"head_mask of shape \(4,\) or \(2, 4\).*\(3, 4\)"),
         ([IMAGES, np.zeros((2, 9), bool)], r"bool_masked_pos of shape \(batch, 16\)"),
+        (np.zeros((1, 32, 32, 3), "uint8"), r"pixel_values of dtype float.*image processor.*dtype=uint8"),
+        ([IMAGES, MASK.astype("float32")], r"bool_masked_pos of dtype bool or int.*dtype=float32"),
+        ([IMAGES, None, np.array(["a"] * 4)], r"head_mask of dtype float or int"),
     ],
 )
 def test_bad_inputs_are_named(inputs, message):

@@ -16,7 +16,19 @@ from keras_vit.layers.patch_embedding import PatchEmbedding
 from keras_vit.layers.transformer_block import TransformerBlock
 
 INPUT_NAMES = ("pixel_values", "bool_masked_pos", "head_mask")
+_DTYPES = (
+    ("pixel_values", ("float", "bfloat"), "float (normalised images; use the image processor on uint8 pixels)"),
+    ("bool_masked_pos", ("bool", "int", "uint"), "bool or int (1 = masked patch)"),
+    ("head_mask", ("float", "bfloat", "int"), "float or int (1 = keep the head)"),
+)
 DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def _dtype_name(tensor):
+    try:
+        return keras.backend.standardize_dtype(tensor.dtype)
+    except ValueError:  # e.g. strings, which Keras has no name for
+        return str(tensor.dtype)
 
 
 def model_inputs(config, interpolate_pos_encoding, data_format):
@@ -218,6 +230,11 @@ class VisionTransformer(keras.Model):
         inputs = {name: inputs.get(name) for name in INPUT_NAMES}
         if inputs["pixel_values"] is None:
             raise ValueError("Expected pixel_values in the inputs. Received None.")
+        for name, kinds, expected in _DTYPES:
+            if inputs[name] is not None:
+                dtype = _dtype_name(inputs[name])
+                if not dtype.startswith(kinds):
+                    raise ValueError(f"Expected {name} of dtype {expected}. Received: dtype={dtype}")
         self._check_pixel_values(inputs["pixel_values"])
         if inputs["head_mask"] is not None:
             inputs["head_mask"] = self._standardize_head_mask(inputs["head_mask"])
