@@ -75,11 +75,14 @@ def test_pixel_shuffle_matches_torch():
     np.testing.assert_allclose(ours, expected, atol=1e-6)
 
 
-def test_fused_and_explicit_attention_agree():
+def test_attention_equals_keras_dot_product_attention():
     layer = layers.MultiHeadSelfAttention(hidden_size=16, num_attention_heads=4)
-    fused = layer(TOKENS)
-    explicit, probs = layer(TOKENS, return_attention_scores=True)
-    np.testing.assert_allclose(fused, explicit, atol=1e-5)
+    out, probs = layer(TOKENS, return_attention_scores=True)
+    qkv = np.asarray(layer.qkv(TOKENS)).reshape(2, 5, 3, 4, 4)
+    context = keras.ops.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    expected = layer.output_dense(keras.ops.reshape(context, (2, 5, 16)))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_allclose(layer(TOKENS), out, atol=1e-6)
     np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, atol=1e-5)
 
 
