@@ -1,6 +1,6 @@
 """keras_vit: Vision Transformers (ViT) and DeiT for Keras 3, from Hugging Face checkpoints to TF Serving."""
 
-from keras_vit import layers, losses
+from keras_vit import attention_maps, distillation, layers, losses
 from keras_vit.config import DeiTConfig, ViTConfig
 from keras_vit.models import (
     MODEL_CLASSES,
@@ -32,6 +32,8 @@ __all__ = [
     "ViTImageProcessor",
     "ViTModel",
     "__version__",
+    "attention_maps",
+    "distillation",
     "layers",
     "losses",
 ]

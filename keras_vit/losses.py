@@ -7,7 +7,8 @@ did): `classification_loss` for the classifiers, `simmim_loss` for masked image 
 from keras import ops
 
 
-def _weighted_mean(per_example, sample_weight):
+def weighted_mean(per_example, sample_weight):
+    """Mean of a (batch,) tensor, weighted by an optional (batch,) sample_weight."""
     if sample_weight is None:
         return ops.mean(per_example)
     sample_weight = ops.cast(ops.reshape(sample_weight, (-1,)), per_example.dtype)
@@ -48,7 +49,7 @@ def classification_loss(labels, logits, sample_weight=None):
         per_example = ops.mean(
             ops.binary_crossentropy(ops.cast(labels, "float32"), logits, from_logits=True), axis=-1
         )
-    return _weighted_mean(per_example, sample_weight)
+    return weighted_mean(per_example, sample_weight)
 
 
 def simmim_loss(pixel_values, reconstruction, bool_masked_pos, patch_size, sample_weight=None):
