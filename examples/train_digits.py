@@ -1,12 +1,18 @@
-"""Train a small ViT and a DeiT on scikit-learn's handwritten digits, save, reload, classify PNGs.
+"""Train a ViT and DeiT students (with and without a CNN teacher) on real digits; save, reload, serve.
 
 The digits (1,797 real 8x8 grayscale scans, UCI "Optical Recognition of Handwritten
 Digits", shipped inside the scikit-learn wheel; no network) are split 75/25 with a fixed
-seed. Each model trains with `model.fit` (Keras progress bars), reports held-out accuracy,
-is saved as a `.keras` file, and a fresh Python process reloads it and classifies a few
-held-out images written to PNG files.
+seed and preprocessed by `keras_vit.ViTImageProcessor`. The job:
 
-Run:  python examples/train_digits.py [--epochs 60] [--output runs/digits]
+1. trains a ViT with `model.fit` (Keras progress bars), reports held-out accuracy, saves a
+   `.keras` file, and a fresh Python process reloads it and classifies held-out PNG files;
+2. trains a small CNN teacher, then two DeiT students with the same recipe: one on labels
+   only (`distillation="none"`) and one with DeiT hard distillation from the teacher, and
+   prints the held-out accuracies side by side; writes an attention-rollout overlay PNG;
+3. exports the ViT as a versioned TF Serving SavedModel and classifies the PNG files'
+   encoded bytes through its `serving_default` signature.
+
+Run:  python examples/train_digits.py [--epochs 50] [--output runs/digits]
 """
 
 import argparse
@@ -24,6 +30,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import keras_vit  # noqa: E402
+from keras_vit.attention_maps import attention_maps, attention_rollout, cls_attention_map, save_attention_overlay  # noqa: E402
+from keras_vit.distillation import DistillationTrainer  # noqa: E402
+from keras_vit.export import export_saved_model  # noqa: E402
 
 DIGIT_MAX = 16.0  # scikit-learn digits are ink counts in 0..16.
 
@@ -57,19 +66,39 @@ def make_config(config_class):
     )
 
 
-def train(model, x_train, y_train, x_test, y_test, epochs, seed):
-    """Fits with AdamW + cosine decay and light shift augmentation; returns held-out accuracy."""
-    augment = keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant", fill_value=-1.0, seed=seed)
-    x_aug = np.concatenate([x_train, np.asarray(augment(x_train, training=True))])
-    y_aug = np.concatenate([y_train, y_train])
-    schedule = keras.optimizers.schedules.CosineDecay(1e-3, epochs * int(np.ceil(len(x_aug) / 64)))
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x_aug, y_aug, epochs=epochs, batch_size=64, validation_data=(x_test, y_test), verbose=1)
+def augment(x_train, y_train, seed):
+    """Doubles the training set with random shifts of up to one pixel."""
+    shift = keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant", fill_value=-1.0, seed=seed)
+    return np.concatenate([x_train, np.asarray(shift(x_train, training=True))]), np.concatenate([y_train, y_train])
+
+
+def train(model, x_train, y_train, x_test, y_test, epochs, loss="sparse_ce"):
+    """Fits with AdamW + cosine decay; returns held-out accuracy of `logits`.
+
+    `loss=None` keeps the model's own loss (DistillationTrainer's distillation losses).
+    """
+    schedule = keras.optimizers.schedules.CosineDecay(1e-3, epochs * int(np.ceil(len(x_train) / 64)))
+    if loss == "sparse_ce":
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05), loss=loss, metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=epochs, batch_size=64, validation_data=(x_test, y_test), verbose=1)
     return model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
+
+
+def make_teacher():
+    """A small convnet on 8x8x3 digits, the DeiT teacher (the paper uses a RegNet)."""
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ],
+        name="cnn_teacher",
+    )
 
 
 def write_pngs(images, labels, directory, count):
@@ -98,7 +127,7 @@ def classify(model_path, png_paths):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--output", type=Path, default=Path("runs/digits"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classify", nargs="+", metavar=("MODEL", "PNG"), help=argparse.SUPPRESS)
@@ -111,25 +140,62 @@ def main(argv=None):
     x_train, x_test, y_train, y_test = load_digits(args.seed)
     processor = make_processor()
     pixels_train, pixels_test = (processor(list(x))["pixel_values"] for x in (x_train, x_test))
+    pixels_aug, labels_aug = augment(pixels_train, y_train, args.seed)
     args.output.mkdir(parents=True, exist_ok=True)
     processor.save_pretrained(args.output)
     pngs = write_pngs(x_test, y_test, args.output / "png", count=5)
     results = {}
-    for name, cls, config_class in (
-        ("vit", keras_vit.ViTForImageClassification, keras_vit.ViTConfig),
-        ("deit", keras_vit.DeiTForImageClassificationWithTeacher, keras_vit.DeiTConfig),
-    ):
-        print(f"\n=== {cls.__name__} on digits ({len(x_train)} train / {len(x_test)} held out) ===")
-        model = cls(make_config(config_class), name=f"{name}_digits")
-        results[name] = train(model, pixels_train, y_train, pixels_test, y_test, args.epochs, args.seed)
-        path = args.output / f"{name}_digits.keras"
-        model.save(path)
-        print(f"{cls.__name__}: held-out accuracy {results[name]:.4f}; saved {path}")
-        print(f"Reloading {path} in a fresh process and classifying {len(pngs)} held-out PNG files:")
-        subprocess.run([sys.executable, __file__, "--classify", str(path), *map(str, pngs)], check=True)
+
+    print(f"\n=== ViTForImageClassification on digits ({len(x_train)} train / {len(x_test)} held out) ===")
+    vit = keras_vit.ViTForImageClassification(make_config(keras_vit.ViTConfig), name="vit_digits")
+    results["vit"] = train(vit, pixels_aug, labels_aug, pixels_test, y_test, args.epochs)
+    vit_path = args.output / "vit_digits.keras"
+    vit.save(vit_path)
+    print(f"ViT: held-out accuracy {results['vit']:.4f}; saved {vit_path}")
+    print(f"Reloading {vit_path} in a fresh process and classifying {len(pngs)} held-out PNG files:")
+    subprocess.run([sys.executable, __file__, "--classify", str(vit_path), *map(str, pngs)], check=True)
+
+    print("\n=== CNN teacher, then DeiT students with and without hard distillation ===")
+    teacher = make_teacher()
+    results["teacher"] = train(teacher, pixels_aug, labels_aug, pixels_test, y_test, args.epochs)
+    students = {}
+    for mode in ("none", "hard"):
+        keras.utils.set_random_seed(args.seed)
+        student = keras_vit.DeiTForImageClassificationWithTeacher(make_config(keras_vit.DeiTConfig), name=f"deit_{mode}")
+        trainer = DistillationTrainer(student, teacher, distillation=mode)
+        results[f"deit_{mode}"] = train(trainer, pixels_aug, labels_aug, pixels_test, y_test, args.epochs, loss=None)
+        students[mode] = student
+    deit_path = args.output / "deit_digits.keras"
+    students["hard"].save(deit_path)
+    print(
+        f"Held-out accuracy: CNN teacher {results['teacher']:.4f} | DeiT without distillation "
+        f"{results['deit_none']:.4f} | DeiT with hard distillation {results['deit_hard']:.4f}; saved {deit_path}"
+    )
+    rollout = attention_rollout(attention_maps(students["hard"], pixels_test[:1]))
+    overlay = save_attention_overlay(
+        np.repeat(x_test[0][..., None], 3, axis=-1),
+        cls_attention_map(rollout, (4, 4), num_prefix_tokens=2)[0],
+        args.output / "attention_overlay.png",
+    )
+    print(f"Attention rollout of the [CLS] token for held-out image 0 (label {y_test[0]}): {overlay}")
+
+    print("\n=== TF Serving export of the ViT ===")
+    version = export_saved_model(vit, args.output / "serving" / "vit", processor=processor, overwrite=True, version=1)
+    classify_with_saved_model(version, pngs)
+
     print("\nHeld-out accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     print(f"Wall time: {time.time() - start:.0f} s")
     return results
+
+
+def classify_with_saved_model(version_dir, png_paths):
+    """Sends the PNG files' encoded bytes through the SavedModel's serving_default signature."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    out = serve(images=tf.constant([Path(p).read_bytes() for p in png_paths]))
+    for path, label, score in zip(png_paths, out["label"].numpy(), out["score"].numpy()):
+        print(f"{Path(path).name}: SavedModel predicts {label.decode()} (score {score:.3f})")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `keras-vit` command line: `convert`, `predict` (see `keras-vit --help`)."""
+"""The `keras-vit` command line: `convert`, `export`, `predict` (see `keras-vit --help`)."""
 
 import argparse
 import os
@@ -75,6 +75,16 @@ def _predict(args):
         print(f"{path}: " + ", ".join(f"{label} {score:.4f}" for label, score in best))
 
 
+def _export(args):
+    from keras_vit.export import export_saved_model
+
+    model = load_model(args.source, args.model_class)
+    export_saved_model(
+        model, args.export_base, version=args.version, processor=load_processor(args.source, model),
+        overwrite=args.overwrite,
+    )
+
+
 def _convert(args):
     if args.output.suffix != ".keras":
         raise ValueError(f"Expected an output path ending in .keras. Received: {str(args.output)!r}")
@@ -94,6 +104,13 @@ def build_parser():
     convert.add_argument("output", type=Path, help="path of the .keras file to write")
     convert.add_argument("--model-class", help="keras_vit class name; default: the config's architectures")
     convert.set_defaults(run=_convert)
+    export = commands.add_parser("export", help=".keras file or checkpoint -> versioned TF Serving SavedModel")
+    export.add_argument("source", help=".keras file, checkpoint directory or Hub repo id")
+    export.add_argument("export_base", type=Path, help="TF Serving base path; the version folder goes inside")
+    export.add_argument("--version", type=int, help="version number (default: next integer)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    export.add_argument("--model-class", help="keras_vit class name; default: the config's architectures")
+    export.set_defaults(run=_export)
     predict = commands.add_parser("predict", help="image files -> top-k labels with scores")
     predict.add_argument("source", help=".keras file, checkpoint directory or Hub repo id")
     predict.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
@@ -107,7 +124,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (FileNotFoundError, ValueError, ImportError) as error:
+    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
         print(f"keras-vit: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -74,3 +74,14 @@ def test_predict_errors(tmp_path, photos, capsys):
     assert "No such image file(s)" in capsys.readouterr().err
     assert main(["predict", str(FIXTURES / "tf-vit-classifier"), str(photos[0]), "--top-k", "0"]) == 1
     assert "--top-k >= 1" in capsys.readouterr().err
+
+
+def test_export_command_publishes_a_version(tmp_path, capsys):
+    from tests.conftest import tiny_config
+
+    keras_vit.ViTForImageClassification(tiny_config()).save(tmp_path / "m.keras")
+    assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "serving")]) == 0
+    assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
+    assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "serving"), "--version", "1"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "serving").iterdir()) == ["1"]

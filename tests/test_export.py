@@ -1,0 +1,622 @@
+"""TF Serving export: layout, signatures and outputs, served the way TF Serving loads them."""
+
+import base64
+import http.server
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import types
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+import keras_vit
+from keras_vit import export
+from keras_vit.export import export_saved_model
+from tests.conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = {0: "cat", 1: "dog", 2: "bird"}
+CLASSIFICATION_OUTPUTS = ["label", "logits", "probabilities", "score"]
+
+
+def _load_script(name):
+    """Imports export/<name>.py by path (export/ is a deployment kit, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"export_kit_{name}", REPO / "export" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _encode(array, fmt="PNG", **options):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _random_image(seed, shape=(32, 32, 3)):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _default_pixels(rgb):
+    """ViTImageProcessor defaults on uint8 images already at the model size: (x / 255 - 0.5) / 0.5."""
+    return ((np.asarray(rgb, np.float32) / 255 - 0.5) / 0.5).astype(np.float32)
+
+
+def _keras_outputs(model, pixel_values):
+    """What the signatures should return, computed from the Keras model in NumPy."""
+    outputs = {k: np.asarray(v) for k, v in model(pixel_values, training=False).items()}
+    if "logits" in outputs:
+        logits = outputs["logits"].astype(np.float64)
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
+        outputs.update(
+            probabilities=probabilities,
+            score=probabilities.max(-1),
+            label=np.array([model.config.id2label[i].encode() for i in logits.argmax(-1)], dtype=object),
+        )
+    return outputs
+
+
+def _assert_outputs_match(outputs, expected, atol=1e-5):
+    assert sorted(outputs) == sorted(expected)
+    for name, value in outputs.items():
+        if name == "label":
+            assert list(value) == list(expected[name])
+        else:
+            np.testing.assert_allclose(value, expected[name], atol=atol, err_msg=name)
+
+
+class ServingSession:
+    """A SavedModel loaded as TF Serving does: a TF1 session on the graph tagged "serve"."""
+
+    def __init__(self, path):
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph)
+        with self.graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(path))
+        self.signatures = meta_graph.signature_def
+
+    def run(self, signature, **inputs):
+        signature_def = self.signatures[signature]
+        feed = {signature_def.inputs[k].name: v for k, v in inputs.items()}
+        names = sorted(signature_def.outputs)
+        values = self.session.run([signature_def.outputs[k].name for k in names], feed_dict=feed)
+        return dict(zip(names, values))
+
+
+def _saved_model_proto(path):
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    return proto
+
+
+def _checkpoint_elements(path):
+    return sum(
+        int(np.prod(shape))
+        for name, shape in tf.train.list_variables(str(path / "variables" / "variables"))
+        if name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
+    )
+
+
+def _numeric_dirs_complete(base):
+    """Every integer subdirectory of `base` holds saved_model.pb and variables/."""
+    numeric = [p for p in base.iterdir() if p.name.isdigit()]
+    return all((p / "saved_model.pb").is_file() and (p / "variables" / "variables.index").is_file() for p in numeric)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny ViT classifier exported once with the default processor: (model, version dir, session)."""
+    keras.utils.set_random_seed(1)
+    model = keras_vit.ViTForImageClassification(tiny_config(keras_vit.ViTForImageClassification, id2label=LABELS))
+    base = tmp_path_factory.mktemp("serving") / "vit"
+    path = export_saved_model(model, base, verbose=False)
+    return model, path, ServingSession(path)
+
+
+# === Layout, signatures, graph ===
+def test_layout_signatures_and_output_names(exported):
+    model, path, _ = exported
+    assert path == path.parent / "1"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["1"]
+    assert (path / "saved_model.pb").is_file()
+    assert (path / "variables" / "variables.index").is_file()
+    assert (path / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    (meta_graph,) = _saved_model_proto(path).meta_graphs
+    assert list(meta_graph.meta_info_def.tags) == ["serve"]
+    signatures = meta_graph.signature_def
+    assert {"serving_default", "predict_pixels"} <= set(signatures)
+    images, pixels = signatures["serving_default"], signatures["predict_pixels"]
+    assert list(images.inputs) == ["images"]
+    assert images.inputs["images"].dtype == tf.string.as_datatype_enum
+    assert [d.size for d in images.inputs["images"].tensor_shape.dim] == [-1]
+    assert list(pixels.inputs) == ["pixel_values"]
+    assert pixels.inputs["pixel_values"].dtype == tf.float32.as_datatype_enum
+    assert [d.size for d in pixels.inputs["pixel_values"].tensor_shape.dim] == [-1, 32, 32, 3]
+    for signature in (images, pixels):
+        assert sorted(signature.outputs) == CLASSIFICATION_OUTPUTS
+        assert signature.outputs["label"].dtype == tf.string.as_datatype_enum
+        assert not any(name == "output_0" or name.endswith("_bytes") for name in signature.outputs)
+
+
+def test_no_xla_and_each_weight_stored_once(exported):
+    model, path, _ = exported
+    ops, must_compile = set(), []
+    for meta_graph in _saved_model_proto(path).meta_graphs:
+        functions = meta_graph.graph_def.library.function
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in functions:
+            ops.update(node.op for node in function.node_def)
+            if function.attr["_XlaMustCompile"].b:
+                must_compile.append(function.signature.name)
+            must_compile += [n.name for n in function.node_def if n.attr["_XlaMustCompile"].b]
+    assert "XlaCallModule" not in ops
+    assert "DecodeImage" in ops and "Softmax" in ops
+    assert must_compile == []
+    assert _checkpoint_elements(path) == model.count_params() == 20_493
+
+
+# === Served predictions ===
+@pytest.mark.parametrize("batch", [1, 3])
+def test_session_bytes_and_pixels_match_keras(exported, batch):
+    model, _, session = exported
+    arrays = [_random_image(seed) for seed in range(batch)]
+    pixel_values = _default_pixels(np.stack(arrays))
+    expected = _keras_outputs(model, pixel_values)
+    from_bytes = session.run("serving_default", images=[_encode(a) for a in arrays])
+    from_pixels = session.run("predict_pixels", pixel_values=pixel_values)
+    for outputs in (from_bytes, from_pixels):
+        _assert_outputs_match(outputs, expected)
+        assert outputs["logits"].shape == (batch, 3) and outputs["score"].shape == (batch,)
+        assert set(outputs["label"]) <= {b"cat", b"dog", b"bird"}
+
+
+def test_grayscale_rgba_jpeg_inputs(exported):
+    model, _, session = exported
+    gray, rgba, rgb = _random_image(1, (32, 32)), _random_image(2, (32, 32, 4)), _random_image(3)
+    jpeg = _encode(rgb, "JPEG")
+    # Grayscale is repeated over RGB, alpha is dropped; TF's JPEG decoder is the reference
+    # (PIL's chroma upsampling differs by a few levels).
+    references = [np.repeat(gray[..., None], 3, -1), rgba[..., :3], tf.io.decode_jpeg(jpeg).numpy()]
+    outputs = session.run("serving_default", images=[_encode(gray), _encode(rgba), jpeg])
+    _assert_outputs_match(outputs, _keras_outputs(model, _default_pixels(np.stack(references))))
+
+
+def test_gif_bmp_webp_inputs(exported):
+    model, _, session = exported
+    rgb = _random_image(4)
+    images = [_encode(rgb, "GIF"), _encode(rgb, "BMP"), _encode(rgb, "WEBP", lossless=True)]
+    references = [np.asarray(Image.open(io.BytesIO(image)).convert("RGB")) for image in images]
+    outputs = session.run("serving_default", images=images)
+    _assert_outputs_match(outputs, _keras_outputs(model, _default_pixels(np.stack(references))))
+
+
+def test_grayscale_model_takes_any_image(tmp_path):
+    model_cls = keras_vit.ViTForImageClassification
+    model = model_cls(tiny_config(model_cls, num_channels=1))
+    path = export_saved_model(model, tmp_path, verbose=False)
+    gray, rgb = _random_image(1, (32, 32)), _random_image(2)
+    images = [_encode(gray), _encode(np.repeat(gray[..., None], 3, -1)), _encode(rgb)]
+    # RGB is converted to luma as PIL's convert("L") does, within one level.
+    references = np.stack([gray, gray, np.asarray(Image.fromarray(rgb).convert("L"))])[..., None]
+    pixel_values = export._Preprocessing(model, None)(tf.constant(images)).numpy()
+    assert pixel_values.shape == (3, 32, 32, 1)
+    np.testing.assert_allclose(pixel_values, _default_pixels(references), atol=2 / 255 + 1e-6)
+    np.testing.assert_allclose(pixel_values[:2], _default_pixels(references[:2]), atol=1e-6)
+    outputs = ServingSession(path).run("serving_default", images=images)
+    _assert_outputs_match(outputs, _keras_outputs(model, pixel_values))
+
+
+def test_undecodable_bytes_are_an_invalid_argument_error(exported):
+    _, _, session = exported
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        session.run("serving_default", images=[_encode(_random_image(0)), b"not an image"])
+    # The session survives the bad request.
+    assert session.run("serving_default", images=[_encode(_random_image(0))])["logits"].shape == (1, 3)
+
+
+def _saved_model_cli(path, images, tmp_path):
+    np.save(tmp_path / "images.npy", np.array(images, dtype=object))
+    command = [
+        str(Path(sys.executable).parent / "saved_model_cli"),
+        "run",
+        "--dir",
+        str(path),
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "serving_default",
+        "--inputs",
+        f"images={tmp_path / 'images.npy'}",
+        "--outdir",
+        str(tmp_path / "out"),
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_saved_model_cli_run(exported, tmp_path):
+    model, path, _ = exported
+    arrays = [_random_image(seed) for seed in (5, 6)]
+    result = _saved_model_cli(path, [_encode(arrays[0]), _encode(arrays[1], "JPEG")], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outputs = {name: np.load(tmp_path / "out" / f"{name}.npy", allow_pickle=True) for name in CLASSIFICATION_OUTPUTS}
+    pixel_values = _default_pixels(np.stack([arrays[0], tf.io.decode_jpeg(_encode(arrays[1], "JPEG")).numpy()]))
+    _assert_outputs_match(outputs, _keras_outputs(model, pixel_values))
+
+
+def test_saved_model_cli_reports_undecodable_bytes(exported, tmp_path):
+    _, path, _ = exported
+    result = _saved_model_cli(path, [b"\x89PNG but truncated"], tmp_path)
+    assert result.returncode == 1  # a Python exception, not a signal (negative code)
+    assert "InvalidArgument" in result.stderr
+
+
+# === Warmup and clients ===
+def test_warmup_records_replay_through_the_session(exported):
+    model, path, session = exported
+    records = list(tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests")))
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
+    requests = [log.predict_log.request for log in logs]
+    assert [r.model_spec.signature_name for r in requests] == ["serving_default", "predict_pixels"]
+    assert [list(r.inputs) for r in requests] == [["images"], ["pixel_values"]]
+    images = tf.make_ndarray(requests[0].inputs["images"])
+    pixel_values = tf.make_ndarray(requests[1].inputs["pixel_values"])
+    assert images.shape == (2,) and pixel_values.shape == (2, 32, 32, 3) and pixel_values.dtype == np.float32
+    assert [Image.open(io.BytesIO(b)).format for b in images] == ["PNG", "PNG"]
+    from_bytes = session.run("serving_default", images=images)
+    from_pixels = session.run("predict_pixels", pixel_values=pixel_values)
+    _assert_outputs_match(from_bytes, from_pixels)
+    _assert_outputs_match(from_pixels, _keras_outputs(model, pixel_values))
+
+
+def test_rest_client_payloads_for_both_signatures(exported):
+    model, _, session = exported
+    rest_client = _load_script("rest_client")
+    arrays = [_random_image(seed) for seed in (7, 8)]
+    images = [_encode(a) for a in arrays]
+    body = json.loads(json.dumps(rest_client.images_payload(images)))
+    assert body["signature_name"] == "serving_default"
+    assert [sorted(instance) for instance in body["instances"]] == [["b64"], ["b64"]]
+    decoded = [base64.b64decode(instance["b64"]) for instance in body["instances"]]
+    assert decoded == images
+    pixel_values = _default_pixels(np.stack(arrays))
+    pixels_body = json.loads(json.dumps(rest_client.pixels_payload(pixel_values)))
+    assert pixels_body["signature_name"] == "predict_pixels"
+    served_pixels = np.array(pixels_body["instances"], np.float32)
+    np.testing.assert_array_equal(served_pixels, pixel_values)
+    # What the server does with each body: b64 -> bytes, rows -> one tensor.
+    expected = _keras_outputs(model, pixel_values)
+    _assert_outputs_match(session.run("serving_default", images=decoded), expected)
+    _assert_outputs_match(session.run("predict_pixels", pixel_values=served_pixels), expected)
+
+
+def test_grpc_client_requests(exported):
+    model, _, session = exported
+    grpc_client = _load_script("grpc_client")
+    assert "grpc" not in vars(grpc_client)  # imported only when sending
+    images = [_encode(_random_image(9)), _encode(_random_image(10), "JPEG")]
+    request = grpc_client.images_request("vit", images)
+    assert (request.model_spec.name, request.model_spec.signature_name) == ("vit", "serving_default")
+    assert list(tf.make_ndarray(request.inputs["images"])) == images
+    pixel_values = _default_pixels(np.stack([_random_image(9)]))
+    pixels = grpc_client.pixels_request("vit", pixel_values)
+    assert pixels.model_spec.signature_name == "predict_pixels"
+    np.testing.assert_array_equal(tf.make_ndarray(pixels.inputs["pixel_values"]), pixel_values)
+    served = session.run("serving_default", images=tf.make_ndarray(request.inputs["images"]))
+    assert served["label"].shape == (2,)
+    served_pixels = session.run("predict_pixels", pixel_values=tf.make_ndarray(pixels.inputs["pixel_values"]))
+    _assert_outputs_match(served_pixels, _keras_outputs(model, pixel_values))
+
+
+class _FakeRestServer(http.server.ThreadingHTTPServer):
+    """TF Serving's REST `:predict` in row format, backed by a ServingSession (for the client's HTTP code)."""
+
+    def __init__(self, session):
+        self.session = session
+        super().__init__(("127.0.0.1", 0), _FakeRestHandler)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}/v1/models/vit:predict"
+
+
+class _FakeRestHandler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        signature = self.server.session.signatures[body["signature_name"]]
+        (input_name,) = signature.inputs
+        rows = [base64.b64decode(r["b64"]) if isinstance(r, dict) else r for r in body["instances"]]
+        try:
+            outputs = self.server.session.run(body["signature_name"], **{input_name: rows})
+            status, reply = 200, {
+                "predictions": [
+                    {k: v[i].decode() if k == "label" else v[i].tolist() for k, v in outputs.items()}
+                    for i in range(len(rows))
+                ]
+            }
+        except tf.errors.InvalidArgumentError as e:
+            status, reply = 400, {"error": e.message}
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_rest_client_predict_over_http(exported):
+    model, _, session = exported
+    rest_client = _load_script("rest_client")
+    arrays = [_random_image(seed) for seed in (13, 14)]
+    server = _FakeRestServer(session)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        predictions = rest_client.predict(server.url, rest_client.images_payload([_encode(a) for a in arrays]))
+        with pytest.raises(RuntimeError, match="TF Serving answered 400"):
+            rest_client.predict(server.url, rest_client.images_payload([b"not an image"]))
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = _keras_outputs(model, _default_pixels(np.stack(arrays)))
+    assert [p["label"] for p in predictions] == [label.decode() for label in expected["label"]]
+    np.testing.assert_allclose([p["probabilities"] for p in predictions], expected["probabilities"], atol=1e-5)
+
+
+def test_grpc_client_predict_over_grpc(exported):
+    import grpc
+    from concurrent import futures
+
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    model, _, session = exported
+    grpc_client = _load_script("grpc_client")
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            try:
+                outputs = session.run(request.model_spec.signature_name, **inputs)
+            except tf.errors.InvalidArgumentError as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
+            response = predict_pb2.PredictResponse()
+            for name, value in outputs.items():
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    target, arrays = f"127.0.0.1:{port}", [_random_image(seed) for seed in (15, 16)]
+    try:
+        outputs = grpc_client.predict(target, grpc_client.images_request("vit", [_encode(a) for a in arrays]))
+        with pytest.raises(grpc.RpcError) as error:
+            grpc_client.predict(target, grpc_client.images_request("vit", [b"not an image"]))
+    finally:
+        server.stop(None)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _assert_outputs_match(outputs, _keras_outputs(model, _default_pixels(np.stack(arrays))))
+
+
+def test_missing_serving_api_is_reported_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)
+    model = keras_vit.ViTModel(tiny_config())
+    with pytest.raises(ImportError, match=r"keras-vit\[serving\]"):
+        export_saved_model(model, tmp_path / "base", verbose=False)
+    assert not (tmp_path / "base").exists()
+
+# === Versions, atomicity ===
+def test_next_version_skips_non_numeric_entries(tmp_path):
+    for name in ("1", "7", "abc", ".tmp-9-x", "10x"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "12").write_text("a file, not a version")
+    assert export._next_version(tmp_path) == 8
+    assert export._next_version(tmp_path / "missing") == 1
+
+
+def test_refuses_existing_version_before_any_work(exported, monkeypatch):
+    model, path, _ = exported
+    monkeypatch.setattr(export, "_archive", lambda *a: pytest.fail("traced before refusing"))
+    with pytest.raises(ValueError, match=f"Version 1 already exists at {path}.*overwrite=True"):
+        export_saved_model(model, path.parent, version=1, verbose=False)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["1"]
+
+
+@pytest.mark.parametrize("step", ["_archive", "_write_warmup", "_verify", "_publish"])
+def test_failure_at_any_step_leaves_the_base_unchanged(tmp_path, monkeypatch, step):
+    model = keras_vit.ViTForImageClassification(tiny_config(keras_vit.ViTForImageClassification))
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "saved_model.pb").write_bytes(b"old")
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def fail(*args):
+        raise RuntimeError(f"injected failure in {step}")
+
+    monkeypatch.setattr(export, step, fail)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        export_saved_model(model, tmp_path, verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "3" / "saved_model.pb").read_bytes() == b"old"
+
+
+def test_failed_verification_publishes_nothing(tmp_path, monkeypatch):
+    model = keras_vit.ViTForImageClassification(tiny_config(keras_vit.ViTForImageClassification))
+    monkeypatch.setattr(export, "VERIFY_ATOL", -1.0)
+    with pytest.raises(ValueError, match="Verification failed: output 'logits' of signature 'serving_default'"):
+        export_saved_model(model, tmp_path, verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_replaces_a_version_and_numeric_dirs_are_always_complete(tmp_path, monkeypatch, capsys):
+    config = tiny_config(keras_vit.ViTForImageClassification)
+    first, second = (keras_vit.ViTForImageClassification(config) for _ in range(2))
+    export_saved_model(first, tmp_path, verbose=False)
+    seen = []
+    for step in ("_archive", "_write_warmup", "_verify", "_publish"):
+
+        def spy(*args, original=getattr(export, step)):
+            seen.append(_numeric_dirs_complete(tmp_path))
+            return original(*args)
+
+        monkeypatch.setattr(export, step, spy)
+    path = export_saved_model(second, tmp_path, version=1, overwrite=True, verbose=True)
+    assert seen == [True] * 4 and _numeric_dirs_complete(tmp_path)
+    printed = capsys.readouterr().out
+    for step in ("tracing signatures", "saving to", "writing warmup requests", "verifying", "publishing"):
+        assert f"export: {step}" in printed
+    assert printed.count("done in") == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+    pixel_values = _default_pixels(np.stack([_random_image(0)]))
+    served = ServingSession(path).run("predict_pixels", pixel_values=pixel_values)
+    np.testing.assert_allclose(served["logits"], _keras_outputs(second, pixel_values)["logits"], atol=1e-5)
+    assert np.abs(served["logits"] - _keras_outputs(first, pixel_values)["logits"]).max() > 1e-3
+
+
+# === Every exportable model class, processors ===
+def _hf_processor(name, **kwargs):
+    import transformers
+
+    return getattr(transformers, name)(**kwargs)
+
+
+EXPORTABLE = [
+    # (model class, model kwargs, processor factory, image size given to the server)
+    (keras_vit.ViTForImageClassification, {}, lambda: _hf_processor("ViTImageProcessor", size=32), (45, 37)),
+    (
+        keras_vit.DeiTForImageClassification,
+        {},
+        lambda: _hf_processor("DeiTImageProcessor", size={"height": 40, "width": 40}, crop_size=32),
+        (50, 50),
+    ),
+    (
+        keras_vit.DeiTForImageClassificationWithTeacher,
+        {"data_format": "channels_first"},
+        lambda: types.SimpleNamespace(
+            do_resize=True,
+            size={"shortest_edge": 36},
+            resample=3,
+            do_center_crop=True,
+            crop_size={"height": 32, "width": 32},
+            do_rescale=True,
+            rescale_factor=1 / 255,
+            do_normalize=True,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        ),
+        (40, 60),
+    ),
+    (keras_vit.ViTModel, {"data_format": "channels_first"}, lambda: None, (32, 32)),
+    (keras_vit.DeiTModel, {"add_pooling_layer": False}, lambda: None, (32, 32)),
+]
+OUTPUTS = {
+    keras_vit.ViTForImageClassification: CLASSIFICATION_OUTPUTS,
+    keras_vit.DeiTForImageClassification: CLASSIFICATION_OUTPUTS,
+    keras_vit.DeiTForImageClassificationWithTeacher: sorted(
+        CLASSIFICATION_OUTPUTS + ["cls_logits", "distillation_logits"]
+    ),
+    keras_vit.ViTModel: ["last_hidden_state", "pooler_output"],
+    keras_vit.DeiTModel: ["last_hidden_state"],
+}
+
+
+def _reference_pixels(processor, arrays, data_format):
+    """pixel_values from transformers (channels_first) or the test's own processor reimplementation."""
+    if processor is None:
+        pixels = _default_pixels(np.stack(arrays))
+    elif isinstance(processor, types.SimpleNamespace):
+        pixels = []
+        for array in arrays:
+            image = Image.fromarray(array)
+            short = processor.size["shortest_edge"]
+            scale = short / min(image.size)
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+            left, top = (image.width - 32) // 2, (image.height - 32) // 2
+            image = np.asarray(image.crop((left, top, left + 32, top + 32)), np.float32) / 255
+            pixels.append((image - processor.image_mean) / processor.image_std)
+        pixels = np.stack(pixels).astype(np.float32)
+    else:
+        pixels = processor([Image.fromarray(a) for a in arrays], return_tensors="np")["pixel_values"]
+        pixels = np.asarray(pixels).transpose(0, 2, 3, 1)
+    return pixels.transpose(0, 3, 1, 2) if data_format == "channels_first" else pixels
+
+
+@pytest.mark.parametrize(
+    "model_cls, kwargs, make_processor, image_hw", EXPORTABLE, ids=[entry[0].__name__ for entry in EXPORTABLE]
+)
+def test_every_exportable_model_class(tmp_path, model_cls, kwargs, make_processor, image_hw):
+    model = model_cls(tiny_config(model_cls, id2label=LABELS), **kwargs)
+    processor = make_processor()
+    path = export_saved_model(model, tmp_path, processor=processor, verbose=False)
+    session = ServingSession(path)
+    for signature in ("serving_default", "predict_pixels"):
+        assert sorted(session.signatures[signature].outputs) == OUTPUTS[model_cls]
+    arrays = [_random_image(seed, (*image_hw, 3)) for seed in (11, 12)]
+    images = [_encode(a) for a in arrays]
+    reference = _reference_pixels(processor, arrays, model.data_format)
+    # The graph's antialiased resize matches PIL's within one 8-bit level for bilinear; for
+    # bicubic on noise images, within a few levels on average (PIL clips between passes).
+    std = np.array(getattr(processor, "image_std", [0.5] * 3))
+    levels = np.abs(export._Preprocessing(model, processor)(tf.constant(images)).numpy() - reference)
+    levels *= 255 * std.reshape((3, 1, 1) if model.data_format == "channels_first" else (3,))
+    bilinear = processor is None or processor.resample == 2
+    assert levels.mean() < 0.3 and levels.max() < (1.001 if bilinear else 20)
+    from_bytes = session.run("serving_default", images=images)
+    from_pixels = session.run("predict_pixels", pixel_values=reference)
+    _assert_outputs_match(from_pixels, _keras_outputs(model, reference))
+    assert sorted(from_bytes) == OUTPUTS[model_cls]
+    for name in OUTPUTS[model_cls]:
+        if name != "label":
+            np.testing.assert_allclose(from_bytes[name], from_pixels[name], atol=2e-3, err_msg=name)
+
+
+# === Argument errors ===
+@pytest.mark.parametrize(
+    "make_model, kwargs, message",
+    [
+        (lambda: keras_vit.ViTForMaskedImageModeling(tiny_config()), {}, "Expected a classification model"),
+        (lambda: keras_vit.ViTForImageClassification(tiny_config(num_labels=0)), {}, "num_labels >= 1"),
+        (lambda: keras.Sequential([keras.layers.Dense(2)]), {}, "Expected a keras_vit model"),
+        (None, {"version": -1}, "version=-1"),
+        (None, {"version": True}, "version=True"),
+        (None, {"processor": types.SimpleNamespace(do_resize=True, size={"height": 64, "width": 64}, resample=2)},
+         r"image_size=32. Received: \(height, width\)=\(64, 64\)"),
+        (None, {"processor": types.SimpleNamespace(do_resize=True, size={"height": 32, "width": 32}, resample=5)},
+         "resample=5"),
+        (None, {"processor": types.SimpleNamespace(do_resize=True, size={"shortest_edge": 32}, resample=2)},
+         "every image the same size"),
+        (None, {"processor": types.SimpleNamespace(do_resize=False, do_normalize=True, do_center_crop=True,
+                                                    crop_size={"height": 32, "width": 32}, image_mean=[0.5, 0.5],
+                                                    image_std=0.5)},
+         r"image_mean=\[0.5, 0.5\]"),
+        (None, {"sample_images": [b"junk"]}, r"sample_images\[0\]"),
+        (None, {"sample_images": []}, "non-empty list"),
+    ],
+)
+def test_bad_arguments_raise_before_any_work(tmp_path, monkeypatch, make_model, kwargs, message):
+    model = make_model() if make_model else keras_vit.ViTForImageClassification(tiny_config())
+    monkeypatch.setattr(export, "_archive", lambda *a: pytest.fail("traced before validating"))
+    with pytest.raises(ValueError, match=message):
+        export_saved_model(model, tmp_path / "base", verbose=False, **kwargs)
+    assert not (tmp_path / "base").exists()
+
+
+def test_export_base_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    model = keras_vit.ViTForImageClassification(tiny_config())
+    with pytest.raises(ValueError, match="Expected export_base to be a directory"):
+        export_saved_model(model, tmp_path / "file", verbose=False)
