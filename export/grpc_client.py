@@ -6,6 +6,7 @@ Needs `pip install 'keras-vit[serving]'` (tensorflow-serving-api, which brings g
 """
 
 import argparse
+from pathlib import Path
 
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
@@ -49,10 +50,7 @@ def main():
     parser.add_argument("model_name", help="the --model_name (or models.config name) of the served model")
     parser.add_argument("images", nargs="+", help="JPEG/PNG files")
     args = parser.parse_args()
-    images = []
-    for path in args.images:
-        with open(path, "rb") as f:
-            images.append(f.read())
+    images = [Path(path).read_bytes() for path in args.images]
     outputs = predict(args.target, images_request(args.model_name, images))
     for path, label, score in zip(args.images, outputs["label"], outputs["score"]):
         print(f"{path}: {label.decode()} ({score:.3f})")

@@ -14,6 +14,7 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 
 def images_payload(images, signature_name="serving_default"):
@@ -50,10 +51,7 @@ def main():
     parser.add_argument("url", help="e.g. http://localhost:8501/v1/models/vit:predict")
     parser.add_argument("images", nargs="+", help="JPEG/PNG files")
     args = parser.parse_args()
-    images = []
-    for path in args.images:
-        with open(path, "rb") as f:
-            images.append(f.read())
+    images = [Path(path).read_bytes() for path in args.images]
     for path, row in zip(args.images, predict(args.url, images_payload(images))):
         print(f"{path}: {row['label']} ({row['score']:.3f})")
 
