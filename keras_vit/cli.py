@@ -56,6 +56,26 @@ def top_k(probabilities, id2label, k):
     return [[(id2label[int(i)], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
 
 
+def _print_top_k(paths, probabilities, id2label, k):
+    for path, best in zip(paths, top_k(probabilities, id2label, k)):
+        print(f"{path}: " + ", ".join(f"{label} {score:.4f}" for label, score in best))
+
+
+def _saved_model_probabilities(version_dir, images):
+    """Class probabilities and id2label of an exported SavedModel, fed the images' encoded bytes."""
+    import tensorflow as tf
+
+    from keras_vit.export import LABELS_FILE, SERVING_SIGNATURE
+
+    labels_path = Path(version_dir) / LABELS_FILE
+    if not labels_path.is_file():
+        raise ValueError(f"Expected a classification SavedModel exported by keras_vit: no {labels_path}")
+    names = labels_path.read_text(encoding="utf-8").splitlines()
+    serve = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
+    probabilities = serve(images=tf.constant([p.read_bytes() for p in images]))["probabilities"].numpy()
+    return probabilities, dict(enumerate(names))
+
+
 def _predict(args):
     import numpy as np
 
@@ -64,6 +84,9 @@ def _predict(args):
         raise FileNotFoundError(f"No such image file(s): {missing}")
     if args.top_k < 1:
         raise ValueError(f"Expected --top-k >= 1. Received: {args.top_k}")
+    if (Path(args.source) / "saved_model.pb").is_file():
+        _print_top_k(args.images, *_saved_model_probabilities(args.source, args.images), args.top_k)
+        return
     model = load_model(args.source, args.model_class)
     if "logits" not in model.output:
         raise ValueError(f"Expected a classification model. Received: {type(model).__name__}")
@@ -71,8 +94,7 @@ def _predict(args):
     logits = np.asarray(model.predict(pixel_values, verbose=0)["logits"], dtype="float64")
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)
-    for path, best in zip(args.images, top_k(probabilities, model.config.id2label, args.top_k)):
-        print(f"{path}: " + ", ".join(f"{label} {score:.4f}" for label, score in best))
+    _print_top_k(args.images, probabilities, model.config.id2label, args.top_k)
 
 
 def _export(args):
@@ -112,7 +134,7 @@ def build_parser():
     export.add_argument("--model-class", help="keras_vit class name; default: the config's architectures")
     export.set_defaults(run=_export)
     predict = commands.add_parser("predict", help="image files -> top-k labels with scores")
-    predict.add_argument("source", help=".keras file, checkpoint directory or Hub repo id")
+    predict.add_argument("source", help=".keras file, checkpoint directory, Hub repo id, or exported SavedModel version dir")
     predict.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
     predict.add_argument("--top-k", type=int, default=5, help="labels to print per image (default 5)")
     predict.add_argument("--model-class", help="keras_vit class name; default: the config's architectures")

@@ -5,6 +5,7 @@ Layout written (TF Serving's model base path; versions are integer subdirectorie
     <export_base>/<version>/saved_model.pb
     <export_base>/<version>/variables/variables.{index,data-*}
     <export_base>/<version>/assets.extra/tf_serving_warmup_requests
+    <export_base>/<version>/assets.extra/labels.txt   (classifiers: id2label, one per line)
 
 A version directory appears in one `rename` once everything in it is written and checked,
 so a polling server never sees a partial export.
@@ -62,6 +63,7 @@ CLASSIFICATION_OUTPUTS = ("logits", "probabilities", "label", "score")
 TEACHER_OUTPUTS = ("cls_logits", "distillation_logits")
 FEATURE_OUTPUTS = ("last_hidden_state", "pooler_output")
 WARMUP_FILE = Path("assets.extra", "tf_serving_warmup_requests")
+LABELS_FILE = Path("assets.extra", "labels.txt")  # id2label, one name per line; TF Serving ignores it
 VERIFY_ATOL = 1e-4
 
 # PIL filter number -> tf.image.resize method (PIL 5, HAMMING, has no TensorFlow equivalent).
@@ -159,6 +161,9 @@ def export_saved_model(
                 tmp / WARMUP_FILE,
                 {SERVING_SIGNATURE: (IMAGES_INPUT, samples), PIXELS_SIGNATURE: (PIXELS_INPUT, pixel_values.numpy())},
             )
+            if "label" in outputs:
+                names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+                (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
         if verify:
             with log("verifying the reloaded SavedModel"):
                 _verify(tmp, model, outputs, samples, pixel_values)

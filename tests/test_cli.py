@@ -1,3 +1,5 @@
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -67,6 +69,17 @@ def test_predict_from_hf_directory_and_keras_file(tmp_path, photos, capsys):
     model.save(tmp_path / "model.keras")
     assert main(["predict", str(tmp_path / "model.keras"), str(photos[0]), "--top-k", "1"]) == 0
     assert capsys.readouterr().out.strip() == lines[0].split(",")[0]
+    # Through an exported SavedModel: JPEG decoding and resizing run in the graph (TF vs PIL
+    # resampling), so the ranking matches and the scores agree to about 1e-2.
+    assert main(["export", str(tmp_path / "hf"), str(tmp_path / "serving")]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "serving" / "1"), *map(str, photos), "--top-k", "2"]) == 0
+    served = capsys.readouterr().out.strip().splitlines()
+    for line, reference in zip(served, lines):
+        assert re.sub(r" \d\.\d+", "", line) == re.sub(r" \d\.\d+", "", reference)
+        scores = [float(x) for x in re.findall(r"\d\.\d+", line)]
+        expected = [float(x) for x in re.findall(r"\d\.\d+", reference)]
+        np.testing.assert_allclose(scores, expected, atol=2e-2)
 
 
 def test_predict_errors(tmp_path, photos, capsys):
