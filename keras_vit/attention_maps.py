@@ -13,7 +13,7 @@ from keras import ops
 from PIL import Image
 
 from keras_vit.atomic import atomic_path
-from keras_vit.models.backbone import VisionTransformer
+from keras_vit.models.base import VisionTransformer
 
 HEAD_FUSIONS = ("mean", "max", "min")
 

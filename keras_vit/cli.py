@@ -22,7 +22,8 @@ def load_model(source, model_class=None):
     import keras
 
     import keras_vit
-    from keras_vit.checkpoints import read_config, resolve_checkpoint
+    from keras_vit.config import read_config
+    from keras_vit.hub import resolve_checkpoint
 
     if str(source).endswith(".keras"):
         return keras.saving.load_model(source)
@@ -37,8 +38,9 @@ def load_model(source, model_class=None):
 
 def load_processor(source, model):
     """The processor saved beside the model (preprocessor_config.json), else one sized from its config."""
-    from keras_vit.checkpoints import resolve_checkpoint
-    from keras_vit.processors import PREPROCESSOR_CONFIG_NAME, DeiTImageProcessor, ViTImageProcessor
+    from keras_vit.hub import resolve_checkpoint
+    from keras_vit.hub import PREPROCESSOR_CONFIG_NAME
+    from keras_vit.processors import DeiTImageProcessor, ViTImageProcessor
 
     directory = Path(source).parent if str(source).endswith(".keras") else resolve_checkpoint(source)
     if (directory / PREPROCESSOR_CONFIG_NAME).is_file():

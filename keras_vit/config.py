@@ -8,9 +8,12 @@ are kept and written back unchanged.
 
 import copy
 import json
+from pathlib import Path
 
 from keras_vit.atomic import write_text_atomically
+from keras_vit.hub import CONFIG_NAME, read_json_file, resolve_checkpoint
 from keras_vit.layers.activations import ACTIVATIONS
+from keras_vit.presets import preset_fields
 
 _POSITIVE_INT_FIELDS = (
     "hidden_size",
@@ -20,17 +23,8 @@ _POSITIVE_INT_FIELDS = (
     "num_channels",
     "encoder_stride",
 )
-_PROBABILITY_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+_PROBABILITY_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate")
 
-
-def read_json_file(path):
-    """Returns the parsed content of a JSON file; raises ValueError naming the file if it is not JSON."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"Expected {path} to hold JSON. Parsing failed: {e}") from None
 
 
 def _as_pair(value, name):
@@ -62,6 +56,10 @@ class ViTConfig:
         hidden_act: str, MLP activation, one of `keras_vit.layers.activations.ACTIVATIONS`.
         hidden_dropout_prob: float in [0, 1), dropout on embeddings and residual branches.
         attention_probs_dropout_prob: float in [0, 1), dropout on attention probabilities.
+        drop_path_rate: float in [0, 1), stochastic depth (Huang et al. 2016) of the last
+            block; block i of L drops its residual branches with rate
+            drop_path_rate * i / (L - 1), the linear rule of timm and DeiT (0.1 there).
+            Not a Hugging Face field (timm's name); written to config.json only when set.
         initializer_range: float > 0, std of the truncated-normal weight initializer.
         layer_norm_eps: float > 0, LayerNorm epsilon.
         image_size: int or (height, width), input resolution in pixels.
@@ -97,6 +95,7 @@ class ViTConfig:
         hidden_act="gelu",
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
+        drop_path_rate=0.0,
         initializer_range=0.02,
         layer_norm_eps=1e-12,
         image_size=224,
@@ -118,6 +117,7 @@ class ViTConfig:
         self.hidden_act = hidden_act
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.image_size = list(image_size) if isinstance(image_size, (list, tuple)) else image_size
@@ -245,6 +245,8 @@ class ViTConfig:
             id2label={str(k): v for k, v in self.id2label.items()},
             label2id=None if self._label2id is None else dict(self._label2id),
         )
+        if self.drop_path_rate:
+            out["drop_path_rate"] = self.drop_path_rate
         return out
 
     @classmethod
@@ -273,9 +275,14 @@ class ViTConfig:
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, **kwargs):
-        """Reads `config.json` from a checkpoint directory or Hub repo id (see `keras_vit.checkpoints`)."""
-        from keras_vit.checkpoints import read_config, resolve_checkpoint
+        """Reads `config.json` from a checkpoint directory or Hub repo id.
 
+        `kwargs` go to `keras_vit.hub.resolve_checkpoint` (revision, cache_dir, local_files_only).
+
+        Raises:
+            FileNotFoundError: no such directory or cached repo, or no config.json in it.
+            ValueError: if config.json is not JSON, or of another model type.
+        """
         return read_config(resolve_checkpoint(path_or_repo_id, **kwargs), cls)
 
     @classmethod
@@ -285,8 +292,6 @@ class ViTConfig:
         Raises:
             ValueError: if `name` is not in `keras_vit.presets.PRESETS` for this model type.
         """
-        from keras_vit.presets import preset_fields
-
         return cls(**{**preset_fields(name, cls.model_type), **overrides})
 
     def replace(self, **changes):
@@ -316,3 +321,23 @@ def config_class_for(model_type):
     if model_type not in classes:
         raise ValueError(f"Expected model_type to be one of {sorted(classes)}. Received: model_type={model_type!r}")
     return classes[model_type]
+
+
+def read_config(directory, config_class=None):
+    """Reads `config.json` of a checkpoint directory as a ViTConfig/DeiTConfig.
+
+    Args:
+        directory: the checkpoint directory.
+        config_class: ViTConfig, DeiTConfig, or None to pick by the file's `model_type`.
+
+    Raises:
+        FileNotFoundError: if config.json is missing.
+        ValueError: if it is not JSON, or of another model type than `config_class`.
+    """
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"Missing {CONFIG_NAME} in checkpoint directory {str(directory)!r}.")
+    config_dict = read_json_file(path)
+    if config_class is None and isinstance(config_dict, dict):
+        config_class = config_class_for(config_dict.get("model_type", "vit"))
+    return (config_class or ViTConfig).from_dict(config_dict)

@@ -22,7 +22,6 @@ import re
 import numpy as np
 
 from keras_vit.layers.position_interpolation import resample_position_embeddings
-from keras_vit.models.vit import ViTModel
 
 logger = logging.getLogger("keras_vit")
 
@@ -117,10 +116,6 @@ def _is_head(name):
     return name.startswith(HEAD_KEYS)
 
 
-def _encoder_prefix(model):
-    return "deit." if model.config.model_type == "deit" else "vit."
-
-
 # transformers 5 module names (in-memory `state_dict()`) -> on-disk names.
 _V5_RENAMES = (
     (re.compile(r"^layers\.(\d+)\.attention\.([qkv])_proj\."), None),
@@ -147,9 +142,14 @@ def _canonical_name(name):
     return name
 
 
+def _backbone(model):
+    """The encoder of a task model (its `backbone`), or the model itself for a backbone."""
+    return getattr(model, "backbone", model)
+
+
 def _resample_positions(model, array):
     """Resamples checkpoint position embeddings to the model's grid when they differ."""
-    embeddings = model.get_layer("embeddings")
+    embeddings = _backbone(model).get_layer("embeddings")
     prefix = embeddings.num_prefix_tokens
     old = array.shape[1] - prefix
     rows, cols = embeddings.grid_size
@@ -232,9 +232,11 @@ def load_hf_state_dict(model, state_dict, ignore_mismatched_sizes=False):
 def to_hf_state_dict(model):
     """Returns the model's weights as a Hugging Face PyTorch state dict (name -> float32 array).
 
-    Task models prefix encoder weights with `vit.` / `deit.`, as Hugging Face saves them.
+    Task models prefix encoder weights with their backbone's layer name (`vit.` / `deit.`),
+    as Hugging Face saves them.
     """
-    prefix = "" if isinstance(model, ViTModel) else _encoder_prefix(model)
+    backbone = _backbone(model)
+    prefix = "" if backbone is model else f"{backbone.name}."
     state = {}
     for entry in _entries(model):
         for name, array in zip(entry.names, entry.to_hf(np.asarray(entry.variable.numpy(), dtype="float32"))):

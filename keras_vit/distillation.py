@@ -222,7 +222,8 @@ class DistillationTrainer(keras.Model):
         Raises:
             ValueError: teacher logits whose last axis is not the student's num_labels.
         """
-        pixel_values = self.student.standardize_inputs(inputs)["pixel_values"]
+        inputs, _ = self.student.standardize_inputs(inputs)
+        pixel_values = inputs[0] if isinstance(inputs, list) else inputs
         logits = self.teacher(pixel_values, training=False)
         if isinstance(logits, dict):
             logits = logits["logits"]

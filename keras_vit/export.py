@@ -53,7 +53,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.models.backbone import VisionTransformer
+from keras_vit.models.base import VisionTransformer
 
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "predict_pixels"

@@ -21,9 +21,8 @@ import numpy as np
 from PIL import Image, ImageMode, ImageOps
 
 from keras_vit.atomic import write_text_atomically
-from keras_vit.config import read_json_file
+from keras_vit.hub import PREPROCESSOR_CONFIG_NAME, read_json_file, resolve_checkpoint
 
-PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 _DATA_FORMATS = ("channels_last", "channels_first")
@@ -475,14 +474,12 @@ class ViTImageProcessor:
     def from_pretrained(cls, path_or_repo_id, **kwargs):
         """Reads `preprocessor_config.json` of a checkpoint directory or Hub repo id.
 
-        `kwargs` go to `keras_vit.checkpoints.resolve_checkpoint` (revision, cache_dir, ...).
+        `kwargs` go to `keras_vit.hub.resolve_checkpoint` (revision, cache_dir, ...).
 
         Raises:
             FileNotFoundError: if the directory or its preprocessor_config.json is missing.
             ValueError: if the file is not a JSON object or holds a bad argument.
         """
-        from keras_vit.checkpoints import resolve_checkpoint
-
         path = os.path.join(resolve_checkpoint(path_or_repo_id, **kwargs), PREPROCESSOR_CONFIG_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Expected {PREPROCESSOR_CONFIG_NAME} in the checkpoint. No file at {path!r}")

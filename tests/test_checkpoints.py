@@ -136,13 +136,14 @@ def test_parity_with_head_mask(tmp_path, monkeypatch):
 
     monkeypatch.setattr(modeling_vit, "eager_attention_forward", masked_eager)
     hf.save_pretrained(tmp_path)
-    ours = keras_vit.ViTForImageClassification.from_pretrained(tmp_path, data_format="channels_first")
+    ours = keras_vit.ViTForImageClassification.from_pretrained(tmp_path, data_format="channels_first", use_head_mask=True)
     pixels = _pixels(ours.config)
     with torch.no_grad():
         theirs = hf(pixel_values=torch.from_numpy(pixels))
-    got = np.asarray(ours([pixels, None, head_mask])["logits"])
+    got = np.asarray(ours([pixels, head_mask])["logits"])
     assert np.abs(got - theirs.logits.numpy()).max() <= TOL
-    assert np.abs(got - np.asarray(ours(pixels)["logits"])).max() > 3 * TOL  # the mask matters
+    unmasked = np.asarray(ours(pixels, head_mask=np.ones_like(head_mask))["logits"])
+    assert np.abs(got - unmasked).max() > 3 * TOL  # the mask matters
 
 
 @pytest.mark.parametrize(

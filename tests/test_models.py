@@ -40,10 +40,17 @@ def test_tensor_list_and_dict_inputs_agree(cls):
     assert set(out) == EXPECTED_KEYS[cls.__name__]
     assert_outputs_equal(out, model([IMAGES]))
     assert_outputs_equal(out, model({"pixel_values": IMAGES}))
-    head_mask = np.ones((2, 4), "float32")
-    assert_outputs_equal(out, model([IMAGES, None, head_mask]))
-    assert_outputs_equal(out, model({"pixel_values": IMAGES, "head_mask": np.ones(4, "float32")}))
     assert_outputs_equal(out, {k: v for k, v in model.predict(IMAGES, verbose=0).items()})
+    with_mask = build(cls, use_head_mask=True)
+    with_mask.set_weights(model.get_weights())
+    assert with_mask.input_names[-1] == "head_mask"
+    ones = np.ones((2, 4), "float32")
+    assert_outputs_equal(out, with_mask(IMAGES, head_mask=ones))
+    assert_outputs_equal(out, with_mask({"pixel_values": IMAGES, "head_mask": np.ones(4, "float32")}))
+    if cls in MASK_MODELS:
+        assert_outputs_equal(out, with_mask([IMAGES, None, ones]))
+    else:
+        assert_outputs_equal(out, with_mask([IMAGES, ones]))
 
 
 @pytest.mark.parametrize("cls", MODEL_CLASSES, ids=lambda c: c.__name__)
@@ -117,22 +124,30 @@ def test_base_model_mask_token_flag():
     model = build(keras_vit.ViTModel, use_mask_token=True)
     out = model({"pixel_values": IMAGES, "bool_masked_pos": MASK})
     assert tuple(out["last_hidden_state"].shape) == (2, 17, 32)
-    with pytest.raises(ValueError, match="no mask token"):
+    with pytest.raises(ValueError, match=r"unknown keys: \['bool_masked_pos'\]"):
         build(keras_vit.ViTModel)({"pixel_values": IMAGES, "bool_masked_pos": MASK})
+    with pytest.raises(TypeError, match="use_mask_token=True"):
+        build(keras_vit.ViTModel)(IMAGES, bool_masked_pos=MASK)
 
 
 def test_head_mask_changes_outputs_per_layer():
-    model = build(keras_vit.ViTModel)
-    base = np.asarray(model(IMAGES)["last_hidden_state"])
-    mask = np.ones((2, 4), "float32")
+    model = build(keras_vit.ViTModel, use_head_mask=True)
+    ones = np.ones((2, 4), "float32")
+    base = np.asarray(model([IMAGES, ones])["last_hidden_state"])
+    mask = ones.copy()
     mask[1, 2] = 0.0
-    changed = np.asarray(model([IMAGES, None, mask])["last_hidden_state"])
+    changed = np.asarray(model([IMAGES, mask])["last_hidden_state"])
     assert np.abs(changed - base).max() > 1e-4
+    # Per-example masks: the first image keeps every head, the second loses one.
+    batched = np.stack([ones, mask])
+    per_example = np.asarray(model(IMAGES, head_mask=batched)["last_hidden_state"])
+    np.testing.assert_allclose(per_example[0], base[0], atol=1e-6)
+    np.testing.assert_allclose(per_example[1], changed[1], atol=1e-6)
     # Silencing a head in the last layer leaves the first block's output alone.
-    hidden = build(keras_vit.ViTModel, output_hidden_states=True)
+    hidden = build(keras_vit.ViTModel, use_head_mask=True, output_hidden_states=True)
     hidden.set_weights(model.get_weights())
-    a = hidden(IMAGES)["hidden_states"]
-    b = hidden([IMAGES, None, mask])["hidden_states"]
+    a = hidden([IMAGES, ones])["hidden_states"]
+    b = hidden([IMAGES, mask])["hidden_states"]
     np.testing.assert_allclose(a[1], b[1], atol=1e-6)
     assert np.abs(np.asarray(a[2]) - np.asarray(b[2])).max() > 1e-4
 
@@ -147,15 +162,17 @@ def test_head_mask_changes_outputs_per_layer():
         ({"pixel_values": IMAGES, "masks": MASK}, r"unknown keys: \['masks'\]"),
         ({"bool_masked_pos": MASK}, "Expected pixel_values"),
         ([IMAGES, None, None, None], "Received 4"),
-        ([IMAGES, None, np.ones((3, 4), "float32")], r"head_mask of shape \(4,\) or \(2, 4\).*\(3, 4\)"),
+        ([IMAGES, None, np.ones((3, 4), "float32")], r"head_mask of shape \(4,\), \(2, 4\) or \(batch, 2, 4\).*\(3, 4\)"),
         ([IMAGES, np.zeros((2, 9), bool)], r"bool_masked_pos of shape \(batch, 16\)"),
+        ([IMAGES, np.zeros((3, 16), bool)], r"batch size of pixel_values.*shape=\(3, 16\)"),
+        (np.zeros((0, 32, 32, 3), "float32"), r"at least one image.*shape=\(0, 32, 32, 3\)"),
         (np.zeros((1, 32, 32, 3), "uint8"), r"pixel_values of dtype float.*image processor.*dtype=uint8"),
         ([IMAGES, MASK.astype("float32")], r"bool_masked_pos of dtype bool or int.*dtype=float32"),
         ([IMAGES, None, np.array(["a"] * 4)], r"head_mask of dtype float or int"),
     ],
 )
 def test_bad_inputs_are_named(inputs, message):
-    model = build(keras_vit.ViTModel, use_mask_token=True)
+    model = build(keras_vit.ViTModel, use_mask_token=True, use_head_mask=True)
     with pytest.raises(ValueError, match=message):
         model(inputs)
 
@@ -173,6 +190,8 @@ def test_bad_constructor_flags(kwargs, message):
         build(keras_vit.ViTForImageClassification, **kwargs)
     with pytest.raises(ValueError, match="Expected config to be a DeiTConfig"):
         keras_vit.DeiTModel(tiny_config(keras_vit.ViTModel))
+    with pytest.raises(ValueError, match="Expected config to be a ViTConfig.*Received: DeiTConfig"):
+        keras_vit.ViTForImageClassification(tiny_config(keras_vit.DeiTModel))
 
 
 def test_mim_requires_patch_size_equal_encoder_stride():

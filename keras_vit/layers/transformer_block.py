@@ -4,6 +4,7 @@ import keras
 
 from keras_vit.layers.activations import get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
+from keras_vit.layers.drop_path import DropPath
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -11,7 +12,9 @@ class TransformerBlock(keras.layers.Layer):
     """x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x)) (Dosovitskiy et al. 2021, eq. 2-3).
 
     The MLP is Dense(intermediate_size) → `hidden_act` → Dense(hidden_size); dropout follows
-    the attention output and the MLP output. Matches Hugging Face `ViTLayer` / `DeiTLayer`.
+    the attention output and the MLP output, then stochastic depth (`DropPath`, timm's
+    `Block`) drops both residual branches per example while training. Matches Hugging
+    Face `ViTLayer` / `DeiTLayer` (which have no stochastic depth: drop_path_rate=0).
     LayerNorm runs in float32 under mixed precision (Keras' LayerNormalization upcasts).
 
     Args:
@@ -22,15 +25,13 @@ class TransformerBlock(keras.layers.Layer):
         qkv_bias: bool, bias on the query/key/value projection.
         dropout: float in [0, 1), dropout after attention and MLP.
         attention_dropout: float in [0, 1), dropout on attention probabilities.
+        drop_path_rate: float in [0, 1), stochastic depth rate of both residual branches.
         layer_norm_eps: float, LayerNorm epsilon.
         initializer_range: float, std of the truncated-normal kernel initializers.
 
     Call arguments:
         hidden_states: tensor (batch, seq, hidden_size).
-        head_mask: optional tensor (num_heads,) or (batch, num_heads) for this block, or
-            the stacked (num_layers, num_heads) mask of a whole encoder together with
-            `layer_index`.
-        layer_index: optional int, the row of a stacked `head_mask` that is this block's.
+        head_mask: optional tensor (num_heads,) or (batch, num_heads), 1 keeps a head.
         return_attention_scores: bool, also return attention probabilities.
         training: bool, enables dropout.
 
@@ -52,6 +53,7 @@ class TransformerBlock(keras.layers.Layer):
         qkv_bias=True,
         dropout=0.0,
         attention_dropout=0.0,
+        drop_path_rate=0.0,
         layer_norm_eps=1e-12,
         initializer_range=0.02,
         **kwargs,
@@ -67,6 +69,7 @@ class TransformerBlock(keras.layers.Layer):
         self.qkv_bias = qkv_bias
         self.dropout = dropout
         self.attention_dropout = attention_dropout
+        self.drop_path_rate = drop_path_rate
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
@@ -85,15 +88,14 @@ class TransformerBlock(keras.layers.Layer):
         self.fc1 = keras.layers.Dense(intermediate_size, kernel_initializer=init, dtype=policy, name="fc1")
         self.fc2 = keras.layers.Dense(hidden_size, kernel_initializer=init, dtype=policy, name="fc2")
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=policy, name="dropout")
+        self.drop_path = DropPath(drop_path_rate, dtype=policy, name="drop_path")
 
     def build(self, input_shape):
         for layer in (self.layernorm_before, self.attention, self.layernorm_after, self.fc1):
             layer.build(input_shape)
         self.fc2.build(tuple(input_shape[:-1]) + (self.intermediate_size,))
 
-    def call(self, hidden_states, head_mask=None, layer_index=None, return_attention_scores=False, training=None):
-        if head_mask is not None and layer_index is not None:
-            head_mask = head_mask[layer_index]
+    def call(self, hidden_states, head_mask=None, return_attention_scores=False, training=None):
         attended = self.attention(
             self.layernorm_before(hidden_states),
             head_mask=head_mask,
@@ -101,12 +103,31 @@ class TransformerBlock(keras.layers.Layer):
             training=training,
         )
         attended, probs = attended if return_attention_scores else (attended, None)
-        hidden_states = hidden_states + self.dropout_layer(attended, training=training)
+        hidden_states = hidden_states + self.drop_path(self.dropout_layer(attended, training=training), training=training)
         mlp = self.fc2(self.activation(self.fc1(self.layernorm_after(hidden_states))))
-        hidden_states = hidden_states + self.dropout_layer(mlp, training=training)
+        hidden_states = hidden_states + self.drop_path(self.dropout_layer(mlp, training=training), training=training)
         if return_attention_scores:
             return hidden_states, probs
         return hidden_states
+
+    def enable_lora(self, rank, lora_alpha=None):
+        """Low-rank adaptation (Hu et al. 2021) of the block's four projections.
+
+        Enables Keras' `Dense.enable_lora(rank, lora_alpha)` on the attention's `qkv` and
+        `output` projections and the MLP's `fc1` and `fc2`, then freezes everything else in
+        the block (their kernels and biases, both LayerNorms): only the LoRA factors
+        `lora_kernel_a` (in, rank) and `lora_kernel_b` (rank, out) stay trainable.
+
+        Raises:
+            ValueError: if the block is not built or LoRA is already enabled (Keras' message).
+        """
+        projections = (self.attention.qkv, self.attention.output_dense, self.fc1, self.fc2)
+        for layer in (self.layernorm_before, self.layernorm_after):
+            layer.trainable = False
+        for dense in projections:
+            dense.enable_lora(rank, lora_alpha=lora_alpha)
+            if dense.bias is not None:
+                dense.bias.trainable = False
 
     def get_config(self):
         config = super().get_config()
@@ -118,6 +139,7 @@ class TransformerBlock(keras.layers.Layer):
             qkv_bias=self.qkv_bias,
             dropout=self.dropout,
             attention_dropout=self.attention_dropout,
+            drop_path_rate=self.drop_path_rate,
             layer_norm_eps=self.layer_norm_eps,
             initializer_range=self.initializer_range,
         )

@@ -3,73 +3,80 @@
 import keras
 
 from keras_vit.config import DeiTConfig
-from keras_vit.losses import classification_loss
-from keras_vit.models.backbone import VisionTransformer
-from keras_vit.models.tasks import COMMON_ARGS, distillation_head, reconstruction_head
-from keras_vit.models.vit import ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
+from keras_vit.models.tasks import ImageClassifier, ImageClassifierWithTeacher, MaskedImageModeling
+from keras_vit.models.vit import ViTModel
 
 
-class _DeiT:
+@keras.saving.register_keras_serializable(package="keras_vit")
+class DeiTModel(ViTModel):
+    """The DeiT encoder (Hugging Face `DeiTModel`): ViT with a distillation token.
+
+    Tokens are [CLS], distillation, then patches (Touvron et al. 2021, section 4), so
+    `last_hidden_state` is (batch, 2 + num_patches, hidden_size). Arguments, call
+    arguments, outputs and errors as `ViTModel`, with a `DeiTConfig`.
+
+    >>> config = DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                     intermediate_size=37, image_size=32, patch_size=8)
+    >>> tuple(DeiTModel(config)(keras.ops.zeros((2, 32, 32, 3)))["last_hidden_state"].shape)
+    (2, 18, 32)
+    """
+
     config_class = DeiTConfig
     use_distillation_token = True
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class DeiTModel(_DeiT, ViTModel):
-    __doc__ = (
-        """The bare DeiT encoder (Hugging Face `DeiTModel`): ViT with a distillation token.
+class DeiTForImageClassification(ImageClassifier):
+    """DeiT with a classifier on the [CLS] token only (Hugging Face `DeiTForImageClassification`).
 
-    Tokens are [CLS], distillation, then patches; `last_hidden_state` is
-    (batch, 2 + num_patches, hidden_size). Outputs as `ViTModel`.
-"""
-        + COMMON_ARGS.format(config="DeiTConfig")
-    )
+    Holds a `DeiTModel` backbone (`model.backbone`, layer name `deit`). Arguments, outputs
+    and errors as `ViTForImageClassification`, with a `DeiTConfig`.
 
+    >>> config = DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                     intermediate_size=37, image_size=32, patch_size=8, num_labels=3)
+    >>> tuple(DeiTForImageClassification(config)(keras.ops.zeros((2, 32, 32, 3)))["logits"].shape)
+    (2, 3)
+    """
 
-@keras.saving.register_keras_serializable(package="keras_vit")
-class DeiTForImageClassification(_DeiT, ViTForImageClassification):
-    __doc__ = (
-        """DeiT with a classifier on the [CLS] token only (Hugging Face `DeiTForImageClassification`).
-"""
-        + COMMON_ARGS.format(config="DeiTConfig")
-    )
+    config_class = DeiTConfig
+    backbone_class = DeiTModel
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class DeiTForImageClassificationWithTeacher(_DeiT, VisionTransformer):
-    __doc__ = (
-        """DeiT with class and distillation heads (Hugging Face `DeiTForImageClassificationWithTeacher`).
+class DeiTForImageClassificationWithTeacher(ImageClassifierWithTeacher):
+    """DeiT with class and distillation heads (Hugging Face `DeiTForImageClassificationWithTeacher`).
 
-    Outputs a dict with `cls_logits`, `distillation_logits` and `logits` (their average,
-    the inference prediction; Touvron et al. 2021, section 5), each (batch, num_labels).
-    Compiled without a loss, `fit` averages the cross-entropy of both heads against the
-    labels (training without a teacher).
-"""
-        + COMMON_ARGS.format(config="DeiTConfig")
-    )
+    Holds a `DeiTModel` backbone (layer name `deit`) and a `DistillationHead`. Outputs a
+    dict with `cls_logits`, `distillation_logits` and `logits` (their average, the
+    inference prediction; Touvron et al. 2021, section 4), each (batch, num_labels).
+    `compile` keys per-output losses and metrics by those names. Compiled without a loss,
+    `fit` averages the cross-entropy of both heads against the labels (training without a
+    teacher; `keras_vit.distillation.DistillationTrainer` trains with one). Arguments and
+    errors as `ViTForImageClassification`, with a `DeiTConfig` (num_labels >= 1).
 
-    def __init__(self, config, **kwargs):
-        self._build(config, head=distillation_head, **kwargs)
+    >>> config = DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                     intermediate_size=37, image_size=32, patch_size=8, num_labels=3)
+    >>> sorted(DeiTForImageClassificationWithTeacher(config)(keras.ops.zeros((2, 32, 32, 3))))
+    ['cls_logits', 'distillation_logits', 'logits']
+    """
 
-    def builtin_loss(self, x, y, y_pred, sample_weight):
-        """Mean of the class-head and distillation-head losses against the labels."""
-        if y is None:
-            raise ValueError(f"{type(self).__name__}.fit needs labels (y). Received y=None.")
-        return 0.5 * (
-            classification_loss(y, y_pred["cls_logits"], sample_weight)
-            + classification_loss(y, y_pred["distillation_logits"], sample_weight)
-        )
+    config_class = DeiTConfig
+    backbone_class = DeiTModel
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class DeiTForMaskedImageModeling(_DeiT, ViTForMaskedImageModeling):
-    __doc__ = (
-        """DeiT with the SimMIM decoder (Hugging Face `DeiTForMaskedImageModeling`).
+class DeiTForMaskedImageModeling(MaskedImageModeling):
+    """DeiT with the SimMIM decoder (Hugging Face `DeiTForMaskedImageModeling`).
 
-    The decoder reads the patch tokens (the [CLS] and distillation tokens are dropped).
-"""
-        + COMMON_ARGS.format(config="DeiTConfig")
-    )
+    Holds a `DeiTModel` backbone with a mask token (layer name `deit`); the decoder reads
+    the patch tokens (the [CLS] and distillation tokens are dropped). Arguments, outputs and
+    errors as `ViTForMaskedImageModeling`, with a `DeiTConfig`.
 
-    def __init__(self, config, **kwargs):
-        self._build(config, head=reconstruction_head(2), use_mask_token=True, **kwargs)
+    >>> config = DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                     intermediate_size=37, image_size=32, patch_size=8, encoder_stride=8)
+    >>> tuple(DeiTForMaskedImageModeling(config)(keras.ops.zeros((2, 32, 32, 3)))["reconstruction"].shape)
+    (2, 32, 32, 3)
+    """
+
+    config_class = DeiTConfig
+    backbone_class = DeiTModel

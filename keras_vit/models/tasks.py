@@ -1,60 +1,125 @@
-"""What the seven model classes share: graph assembly from flags, output heads, built-in losses."""
+"""Task models: a backbone sub-model plus a head (classifier, DeiT heads, SimMIM decoder), with built-in losses."""
 
 import keras
 from keras import ops
 
 from keras_vit.layers.heads import DistillationHead, MaskedImageModelingDecoder
 from keras_vit.losses import classification_loss, simmim_loss
-
-COMMON_ARGS = """
-    Args:
-        config: a {config} (or its dict).
-        output_hidden_states: bool, add `hidden_states` to the outputs.
-        output_attentions: bool, add `attentions` to the outputs.
-        interpolate_pos_encoding: bool, accept any image size that is a multiple of
-            `patch_size` (height and width become dynamic) by resizing the position
-            embeddings bicubically.
-        data_format: "channels_last" (batch, height, width, channels) or "channels_first"
-            (batch, channels, height, width), the Hugging Face layout.
-        dtype: optional dtype policy, e.g. "mixed_bfloat16".
-
-    Call arguments:
-        inputs: `pixel_values` float32 (normalised by the model's image processor, about
-            [-1, 1] for ViT), or a list [pixel_values, bool_masked_pos, head_mask], or a dict
-            with those keys. `bool_masked_pos`: bool (batch, num_patches), needs a mask token.
-            `head_mask`: float (num_heads,) or (num_hidden_layers, num_heads), 1 keeps a head.
-
-    Raises:
-        ValueError: bad config or flags at construction; wrong input rank, channel count,
-            image size, or mask shape at call time.
-"""
+from keras_vit.models.base import VisionTransformer
+from keras_vit.models.encoder import model_inputs
 
 
-def base_head(config, encoded, pixel_values, data_format, dtype):
-    return {k: v for k, v in encoded.items() if k in ("last_hidden_state", "pooler_output")}
+class TaskModel(VisionTransformer):
+    """A backbone (`backbone_class`, layer name `config.model_type`) followed by `head`.
+
+    Subclasses set `backbone_class` and `config_class` and define `head`.
+    """
+
+    backbone_class = None
+
+    def __init__(
+        self,
+        config,
+        *,
+        use_head_mask=False,
+        output_hidden_states=False,
+        output_attentions=False,
+        interpolate_pos_encoding=False,
+        data_format="channels_last",
+        lora_rank=None,
+        dtype=None,
+        name=None,
+        trainable=True,
+        **kwargs,
+    ):
+        flags = dict(
+            use_head_mask=use_head_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
+        config = self._check_construction(config, kwargs, data_format, flags)
+        backbone = self.backbone_class(
+            config,
+            add_pooling_layer=False,
+            use_mask_token=self.use_mask_token,
+            data_format=data_format,
+            dtype=dtype,
+            name=config.model_type,
+            **flags,
+        )
+        inputs = model_inputs(
+            config,
+            use_mask_token=self.use_mask_token,
+            use_head_mask=use_head_mask,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            data_format=data_format,
+        )
+        encoded = backbone(inputs[0] if len(inputs) == 1 else inputs)
+        outputs = self.head(config, encoded, inputs[0], data_format, dtype)
+        for key in ("hidden_states", "attentions"):
+            if key in encoded:
+                outputs[key] = encoded[key]
+        self._init_graph(config, inputs, outputs, {**flags, "data_format": data_format}, dtype, name, trainable)
+        self.backbone = backbone
+        if lora_rank is not None:
+            self.enable_lora(lora_rank)
+
+    def head(self, config, encoded, pixel_values, data_format, dtype):
+        """Returns the dict of task outputs computed from the backbone's outputs `encoded`."""
+        raise NotImplementedError
 
 
-def classifier_head(config, encoded, pixel_values, data_format, dtype):
-    first_token = encoded["last_hidden_state"][:, 0]
-    if config.num_labels == 0:
-        return {"logits": first_token}
-    classifier = keras.layers.Dense(
-        config.num_labels,
-        kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.initializer_range),
-        dtype=dtype,
-        name="classifier",
-    )
-    return {"logits": classifier(first_token)}
+class ImageClassifier(TaskModel):
+    """A linear classifier on the final [CLS] token; built-in loss `classification_loss`."""
+
+    def head(self, config, encoded, pixel_values, data_format, dtype):
+        first_token = encoded["last_hidden_state"][:, 0]
+        if config.num_labels == 0:
+            return {"logits": first_token}
+        classifier = keras.layers.Dense(
+            config.num_labels,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.initializer_range),
+            dtype=dtype,
+            name="classifier",
+        )
+        return {"logits": classifier(first_token)}
+
+    def builtin_loss(self, x, y, y_pred, sample_weight):
+        """Hugging Face's classifier loss: MSE for num_labels == 1, cross-entropy for integer labels,
+        sigmoid cross-entropy for multi-label float labels."""
+        if y is None:
+            raise ValueError(f"{type(self).__name__}.fit needs labels (y). Received y=None.")
+        return classification_loss(y, y_pred["logits"], sample_weight)
 
 
-def distillation_head(config, encoded, pixel_values, data_format, dtype):
-    return DistillationHead(config.num_labels, initializer_range=config.initializer_range, dtype=dtype, name="head")(
-        encoded["last_hidden_state"]
-    )
+class ImageClassifierWithTeacher(TaskModel):
+    """DeiT's two heads (`DistillationHead`); built-in loss: both heads against the labels."""
+
+    def head(self, config, encoded, pixel_values, data_format, dtype):
+        return DistillationHead(
+            config.num_labels, initializer_range=config.initializer_range, dtype=dtype, name="head"
+        )(encoded["last_hidden_state"])
+
+    def builtin_loss(self, x, y, y_pred, sample_weight):
+        """Mean of the class-head and distillation-head losses against the labels."""
+        if y is None:
+            raise ValueError(f"{type(self).__name__}.fit needs labels (y). Received y=None.")
+        return 0.5 * (
+            classification_loss(y, y_pred["cls_logits"], sample_weight)
+            + classification_loss(y, y_pred["distillation_logits"], sample_weight)
+        )
 
 
-def reconstruction_head(num_prefix_tokens):
-    def head(config, encoded, pixel_values, data_format, dtype):
+class MaskedImageModeling(TaskModel):
+    """The SimMIM decoder on the patch tokens; built-in loss `simmim_loss` (no labels)."""
+
+    prediction_key = "reconstruction"
+    use_mask_token = True
+
+    def head(self, config, encoded, pixel_values, data_format, dtype):
+        if data_format == "channels_first":
+            pixel_values = keras.layers.Permute((2, 3, 1), dtype=dtype, name="to_channels_last")(pixel_values)
         decoder = MaskedImageModelingDecoder(
             config.encoder_stride,
             config.num_channels,
@@ -63,27 +128,19 @@ def reconstruction_head(num_prefix_tokens):
             dtype=dtype,
             name="decoder",
         )
+        num_prefix_tokens = 2 if self.backbone_class.use_distillation_token else 1
         reconstruction = decoder(encoded["last_hidden_state"], pixel_values, num_prefix_tokens=num_prefix_tokens)
         if data_format == "channels_first":
             reconstruction = keras.layers.Permute((3, 1, 2), dtype=dtype, name="to_channels_first")(reconstruction)
         return {"reconstruction": reconstruction}
 
-    return head
-
-
-class ClassifierLoss:
-    def builtin_loss(self, x, y, y_pred, sample_weight):
-        """Cross-entropy for integer labels, MSE when num_labels == 1, sigmoid CE for multi-label."""
-        if y is None:
-            raise ValueError(f"{type(self).__name__}.fit needs labels (y). Received y=None.")
-        return classification_loss(y, y_pred["logits"], sample_weight)
-
-
-class MaskedImageModelingLoss:
-    prediction_key = "reconstruction"
+    def _inputs_dict(self, x):
+        inputs, _ = self.standardize_inputs(x)
+        return dict(zip(self.input_names, inputs))
 
     def builtin_loss(self, x, y, y_pred, sample_weight):
         """SimMIM L1 loss on the masked patches of the input (labels are not used)."""
+        x = self._inputs_dict(x)
         if x["bool_masked_pos"] is None:
             raise ValueError(
                 f"{type(self).__name__}.fit needs bool_masked_pos in its inputs to compute the SimMIM loss."
@@ -94,17 +151,12 @@ class MaskedImageModelingLoss:
             reconstruction = ops.transpose(reconstruction, (0, 2, 3, 1))
         return simmim_loss(pixel_values, reconstruction, x["bool_masked_pos"], self.config.patch_hw, sample_weight)
 
-    def standardize_inputs(self, inputs):
-        inputs = super().standardize_inputs(inputs)
-        if inputs["bool_masked_pos"] is not None and self.config.patch_hw != (
-            self.config.encoder_stride,
-            self.config.encoder_stride,
-        ):
+    def standardize_inputs(self, inputs, **call_kwargs):
+        inputs, keras_kwargs = super().standardize_inputs(inputs, **call_kwargs)
+        if inputs[1] is not None and self.config.patch_hw != (self.config.encoder_stride,) * 2:
             raise ValueError(
                 "Expected patch_size == encoder_stride when bool_masked_pos is given, so that the reconstruction "
                 f"has the input's size. Received: patch_size={self.config.patch_size}, "
                 f"encoder_stride={self.config.encoder_stride}"
             )
-        return inputs
-
-
+        return inputs, keras_kwargs

@@ -1,0 +1,356 @@
+"""The base class of every ViT/DeiT model: construction checks, inputs, losses, checkpoints, serialization.
+
+Every model is a functional `keras.Model` (the keras-hub pattern): a backbone
+(`ViTModel`, `DeiTModel`) lays out the encoder graph; a task model holds its backbone as a
+sub-model (`model.backbone`, layer name `vit` / `deit`) and adds a head. This class adds
+what users of Hugging Face models expect on top of Keras: inputs given as a tensor, a list
+or a dict; call-time Hugging Face keywords that work or say how to get them; dict outputs
+with Hugging Face names that `compile` can key losses and metrics by; a built-in loss when
+compiled without one; `from_pretrained` / `save_pretrained`; `get_config` / `from_config`.
+"""
+
+import inspect
+
+import keras
+from keras import ops
+
+from keras_vit import checkpoints
+from keras_vit.config import ViTConfig
+from keras_vit.models.encoder import DATA_FORMATS
+
+_DTYPES = {
+    "pixel_values": (("float", "bfloat"), "float (normalised images; use the image processor on uint8 pixels)"),
+    "bool_masked_pos": (("bool", "int", "uint"), "bool or int (1 = masked patch)"),
+    "head_mask": (("float", "bfloat", "int"), "float or int (1 = keep the head)"),
+}
+# Call-time Hugging Face flags that are construction arguments here: they shape the graph.
+_GRAPH_FLAGS = ("output_attentions", "output_hidden_states", "interpolate_pos_encoding")
+# Keywords Keras itself passes to `__call__` / `call`.
+_KERAS_CALL_ARGS = ("training", "mask")
+
+
+def _dtype_name(tensor):
+    try:
+        return keras.backend.standardize_dtype(tensor.dtype)
+    except ValueError:  # e.g. strings, which Keras has no name for
+        return str(tensor.dtype)
+
+
+def _output_names(outputs):
+    """Names of the flattened outputs, in Keras' flattening order: dict keys, `key_i` inside tuples."""
+    names = []
+    for key in sorted(outputs):
+        value = outputs[key]
+        names.extend([f"{key}_{i}" for i in range(len(value))] if isinstance(value, tuple) else [key])
+    return names
+
+
+class VisionTransformer(keras.Model):
+    """Base class of the ViT/DeiT models; not instantiated directly.
+
+    Subclasses build their graph in `__init__` and hand it to `_init_graph`.
+    """
+
+    config_class = ViTConfig
+    # Key of the outputs dict that a single compiled loss or metric list is applied to.
+    prediction_key = "logits"
+    use_distillation_token = False
+    use_mask_token = False
+
+    @classmethod
+    def construction_arguments(cls):
+        """Names of the keyword arguments `__init__` takes besides `config`."""
+        parameters = inspect.signature(cls.__init__).parameters
+        return tuple(n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+    @classmethod
+    def _check_construction(cls, config, unknown, data_format, flags):
+        """Validates the config and flags; returns the config object.
+
+        Raises:
+            TypeError: for unknown keyword arguments, naming them.
+            ValueError: a config of another class, a bad data_format or a non-bool flag.
+        """
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__} got unexpected keyword argument(s) {sorted(unknown)}. Expected construction "
+                f"arguments among {list(cls.construction_arguments())}; config fields (e.g. drop_path_rate, "
+                "num_labels) belong in the config: config.replace(name=value)."
+            )
+        if isinstance(config, dict):
+            config = cls.config_class.from_dict(config)
+        if type(config) is not cls.config_class:
+            raise ValueError(
+                f"Expected config to be a {cls.config_class.__name__} (or its dict) for {cls.__name__}. "
+                f"Received: {type(config).__name__}"
+            )
+        if data_format not in DATA_FORMATS:
+            raise ValueError(f"Expected data_format to be one of {DATA_FORMATS}. Received: data_format={data_format!r}")
+        for name, flag in flags.items():
+            if not isinstance(flag, bool):
+                raise ValueError(f"Expected {name} to be a bool. Received: {name}={flag!r}")
+        return config
+
+    def _init_graph(self, config, inputs, outputs, flags, dtype, name, trainable):
+        """Initialises the functional model and stores the construction arguments."""
+        single = len(inputs) == 1
+        super().__init__(
+            inputs=inputs[0] if single else inputs, outputs=outputs, dtype=dtype, name=name, trainable=trainable
+        )
+        # Losses and metrics in `compile` are keyed by the outputs' names, not their layers'.
+        self.output_names = _output_names(outputs)
+        self.config = config
+        for flag, value in flags.items():
+            setattr(self, flag, value)
+        self.lora_rank = None
+
+    # === Fine-tuning ===
+    def enable_lora(self, rank):
+        """Low-rank adaptation (Hu et al. 2021) of the encoder; freezes the rest of the encoder.
+
+        Every transformer block gets LoRA factors of rank `rank` on its attention `qkv` and
+        `output` projections and its MLP `fc1` / `fc2` (`TransformerBlock.enable_lora`); all
+        other encoder weights (embeddings, LayerNorms, projection kernels and biases, pooler)
+        become non-trainable. A task model's head stays trainable. The rank is part of the
+        model's config, so a `.keras` file reloads with LoRA enabled (Keras saves each
+        projection with its LoRA product merged into the kernel, and zero factors).
+
+        Args:
+            rank: int >= 1.
+
+        Raises:
+            ValueError: a rank that is not a positive int, or LoRA already enabled.
+        """
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"Expected rank to be a positive int. Received: rank={rank!r}")
+        if self.lora_rank is not None:
+            raise ValueError(f"LoRA is already enabled on {self.name} (lora_rank={self.lora_rank}).")
+        backbone = getattr(self, "backbone", self)
+        if backbone is not self:
+            backbone.enable_lora(rank)
+        else:
+            for layer in self.layers:
+                layer.trainable = False
+            for i in range(self.config.num_hidden_layers):
+                block = self.get_layer(f"encoder_layer_{i}")
+                block.trainable = True
+                block.enable_lora(rank)
+        self.lora_rank = rank
+
+    # === Inputs ===
+    @property
+    def input_names(self):
+        return [tensor.name for tensor in self.inputs]
+
+    def _embeddings(self):
+        """The `PatchEmbedding` layer (inside `self.backbone` for task models)."""
+        return getattr(self, "backbone", self).get_layer("embeddings")
+
+    def standardize_inputs(self, inputs, **call_kwargs):
+        """Turns a tensor, a list or a dict (plus `head_mask=` / `bool_masked_pos=` keywords) into this
+        model's inputs, checked.
+
+        Returns:
+            (inputs, keras_kwargs): `pixel_values` alone for a one-input model, else the list of
+            inputs in the order of `input_names` (None for an absent optional input); and the
+            keywords left for Keras (`training`, `mask`).
+
+        Raises:
+            TypeError: a call-time keyword this model was not built for, with the construction
+                flag that provides it, or an unknown keyword.
+            ValueError: unknown dict keys, too many list entries, missing pixel_values, a dtype,
+                rank, channel count, image size or batch size the model cannot take.
+        """
+        names = self.input_names
+        if isinstance(inputs, dict):
+            unknown = sorted(set(inputs) - set(names))
+            if unknown:
+                raise ValueError(f"Expected input names among {names}. Received unknown keys: {unknown}")
+            given = dict(inputs)
+        elif isinstance(inputs, (list, tuple)):
+            if not 1 <= len(inputs) <= len(names):
+                raise ValueError(f"Expected a list of 1 to {len(names)} inputs in the order {names}. Received {len(inputs)}.")
+            given = dict(zip(names, inputs))
+        else:
+            given = {"pixel_values": inputs}
+        keras_kwargs = {k: call_kwargs.pop(k) for k in _KERAS_CALL_ARGS if k in call_kwargs}
+        self._take_call_keywords(given, call_kwargs)
+        if given.get("pixel_values") is None:
+            raise ValueError("Expected pixel_values in the inputs. Received None.")
+        for name, value in given.items():
+            kinds, expected = _DTYPES[name]
+            if value is not None and not _dtype_name(value).startswith(kinds):
+                raise ValueError(f"Expected {name} of dtype {expected}. Received: dtype={_dtype_name(value)}")
+        self._check_shapes(given)
+        if given.get("head_mask") is not None:
+            given["head_mask"] = self._batched_head_mask(given["head_mask"], given["pixel_values"])
+        values = [given.get(name) for name in names]
+        present = [v for v in values if v is not None]
+        if not any(keras.backend.is_keras_tensor(v) for v in present):
+            # Keras refuses a call that mixes arrays and tensors.
+            values = [None if v is None else ops.convert_to_tensor(v) for v in values]
+        return (values[0] if len(values) == 1 else values), keras_kwargs
+
+    def _take_call_keywords(self, given, call_kwargs):
+        """Moves `head_mask=` / `bool_masked_pos=` into `given`; accepts graph flags equal to the built ones."""
+        cls = type(self).__name__
+        for name, flag in (("head_mask", "use_head_mask"), ("bool_masked_pos", "use_mask_token")):
+            if name not in call_kwargs:
+                continue
+            value = call_kwargs.pop(name)
+            if value is None:
+                continue
+            if name not in self.input_names:
+                raise TypeError(f"{cls} was built without a {name} input; build it with {flag}=True to pass {name}.")
+            if given.get(name) is not None:
+                raise TypeError(f"{name} was given twice: in the inputs and as a keyword argument.")
+            given[name] = value
+        for flag in _GRAPH_FLAGS:
+            if flag in call_kwargs:
+                value = call_kwargs.pop(flag)
+                if value is not None and value != getattr(self, flag):
+                    raise TypeError(
+                        f"{flag}={value!r} at call time: {flag} shapes the graph here, so it is a construction "
+                        f"argument. Build the model with {cls}(config, {flag}={value!r}) (weights transfer with "
+                        f"set_weights, or from_pretrained(..., {flag}={value!r}))."
+                    )
+        if call_kwargs:
+            raise TypeError(
+                f"{cls} got unexpected call keyword argument(s) {sorted(call_kwargs)}. Expected inputs "
+                f"{self.input_names} (as a tensor, list or dict), training, or the Hugging Face flags {list(_GRAPH_FLAGS)}."
+            )
+
+    def _check_shapes(self, given):
+        pixel_values = given["pixel_values"]
+        shape = tuple(pixel_values.shape)
+        channels_last = self.data_format == "channels_last"
+        layout = "(batch, height, width, channels)" if channels_last else "(batch, channels, height, width)"
+        if len(shape) != 4:
+            raise ValueError(f"Expected pixel_values of rank 4, {layout}. Received: shape={shape}")
+        if shape[0] == 0:
+            raise ValueError(f"Expected a batch of at least one image. Received: pixel_values of shape={shape}")
+        channels = shape[3] if channels_last else shape[1]
+        if channels is not None and channels != self.config.num_channels:
+            raise ValueError(
+                f"Expected pixel_values with {self.config.num_channels} channels, {layout} "
+                f"(data_format={self.data_format!r}). Received: shape={shape}"
+            )
+        height, width = shape[1:3] if channels_last else shape[2:4]
+        self._embeddings().check_image_size(height, width, self.interpolate_pos_encoding)
+        mask = given.get("bool_masked_pos")
+        if mask is not None:
+            mask_shape = tuple(mask.shape)
+            if len(mask_shape) != 2:
+                raise ValueError(f"Expected bool_masked_pos of shape (batch, num_patches). Received: shape={mask_shape}")
+            if None not in (mask_shape[0], shape[0]) and mask_shape[0] != shape[0]:
+                raise ValueError(
+                    "Expected bool_masked_pos with the batch size of pixel_values. Received: "
+                    f"bool_masked_pos shape={mask_shape}, pixel_values shape={shape}"
+                )
+            if None not in (height, width, mask_shape[1]):
+                patch_h, patch_w = self.config.patch_hw
+                num_patches = (height // patch_h) * (width // patch_w)
+                if mask_shape[1] != num_patches:
+                    raise ValueError(
+                        f"Expected bool_masked_pos of shape (batch, {num_patches}), one entry per patch. "
+                        f"Received: shape={mask_shape}"
+                    )
+
+    def _batched_head_mask(self, head_mask, pixel_values):
+        """(heads,), (layers, heads) or (batch, layers, heads) -> float32 (batch, layers, heads)."""
+        layers, heads = self.config.num_hidden_layers, self.config.num_attention_heads
+        shape = tuple(head_mask.shape)
+        if shape not in ((heads,), (layers, heads)) and not (len(shape) == 3 and shape[1:] == (layers, heads)):
+            raise ValueError(
+                f"Expected head_mask of shape ({heads},), ({layers}, {heads}) or (batch, {layers}, {heads}) "
+                f"(num_hidden_layers, num_attention_heads). Received: shape={shape}"
+            )
+        if len(shape) == 3:
+            return head_mask
+        batch = ops.shape(pixel_values)[0]
+        return ops.broadcast_to(ops.cast(head_mask, "float32"), (batch, layers, heads))
+
+    def __call__(self, inputs, *args, **kwargs):
+        inputs, keras_kwargs = self.standardize_inputs(inputs, **kwargs)
+        return super().__call__(inputs, *args, **keras_kwargs)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # Keras' JAX and stateless paths call `call` directly, not `__call__`.
+        inputs, _ = self.standardize_inputs(inputs, **kwargs)
+        return super().call(inputs, training=training, mask=mask)
+
+    # === Training ===
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, weighted_metrics=None, **kwargs):
+        """`keras.Model.compile`; without a `loss`, `fit` uses the model's built-in loss.
+
+        A single loss or a list of metrics applies to the `prediction_key` output (e.g.
+        `logits`); a dict keyed by output names (`cls_logits`, `distillation_logits`, ...)
+        applies per output.
+        """
+        self._per_output = any(isinstance(x, dict) for x in (loss, metrics, weighted_metrics))
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        # `compile` is overridden only to note per-output losses; reloading compiles through it.
+        super().compile_from_config(config)
+
+    def _predictions(self, y_pred):
+        return y_pred if getattr(self, "_per_output", False) else y_pred[self.prediction_key]
+
+    def builtin_loss(self, x, y, y_pred, sample_weight):
+        """The loss used when compiled without one. Subclasses define it."""
+        raise ValueError(f"{type(self).__name__} has no built-in loss; compile it with a loss.")
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if self.loss is None:
+            loss = self.builtin_loss(x, y, y_pred, sample_weight)
+            if self.losses:
+                loss = loss + ops.sum(self.losses)
+            return loss
+        return super().compute_loss(x, y, self._predictions(y_pred), sample_weight, training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, y, self._predictions(y_pred), sample_weight)
+
+    # === Hugging Face checkpoints ===
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, **kwargs):
+        """Builds the model from a Hugging Face checkpoint directory or Hub repo id.
+
+        Reads `config.json` and `model.safetensors` (sharded too), `tf_model.h5` or
+        `pytorch_model.bin` (torch `weights_only=True` only); see `keras_vit.checkpoints`.
+
+        Args:
+            path_or_repo_id: local directory, or "org/name" resolved with huggingface_hub.
+            **kwargs: `ignore_mismatched_sizes`, `revision`, `cache_dir`,
+                `local_files_only`; config fields to override (`num_labels`, `id2label`,
+                `drop_path_rate`, ...); and construction arguments (`data_format`,
+                `output_attentions`, `interpolate_pos_encoding`, ...).
+
+        Raises:
+            TypeError: a keyword that is none of those, named, before any file is read.
+            FileNotFoundError: no such directory or cached repo (offline), or no weights.
+            ValueError: missing, unexpected or mis-shaped tensors, listed.
+        """
+        return checkpoints.from_pretrained(cls, path_or_repo_id, **kwargs)
+
+    def save_pretrained(self, directory):
+        """Writes `config.json` + `model.safetensors` that transformers' same-named class loads."""
+        return checkpoints.save_pretrained(self, directory)
+
+    # === Serialization ===
+    def get_config(self):
+        config = {"config": self.config.to_dict()}
+        for name in self.construction_arguments():
+            if name == "dtype":
+                config[name] = keras.dtype_policies.serialize(self.dtype_policy)
+            else:
+                config[name] = getattr(self, name)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
