@@ -8,6 +8,8 @@ are kept and written back unchanged.
 
 import copy
 import json
+import math
+import re
 
 from keras_vit.atomic import write_text_atomically
 from keras_vit.layers.activations import ACTIVATIONS
@@ -25,12 +27,59 @@ _PROBABILITY_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 def read_json_file(path):
     """Returns the parsed content of a JSON file; raises ValueError naming the file if it is not JSON."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        return json.loads(text)
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Expected {path} to hold UTF-8 JSON. Decoding failed: {e}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"Expected {path} to hold JSON. Parsing failed: {e}") from None
+    except RecursionError:
+        raise ValueError(f"Expected {path} to hold JSON nested less deeply. Parsing exceeded the recursion limit.") from None
+
+
+def to_json_string(value, what="config"):
+    """`value` as indented JSON with sorted keys and a final newline.
+
+    Raises:
+        ValueError: naming the first entry (e.g. `extra_field[2]`) that JSON cannot hold
+            losslessly: a type other than dict (str keys), list, tuple, str, int, float,
+            bool or None (e.g. a NumPy scalar), or NaN/infinity.
+    """
+    _check_json(value, what)
+    return json.dumps(value, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _check_json(value, path):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"Expected the keys of {path} to be str. Received: key {key!r} ({type(key).__name__})")
+            _check_json(item, f"{path}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]")
+    elif type(value) is float and not math.isfinite(value):
+        raise ValueError(f"Expected {path} to be a finite number (JSON has no NaN or infinity). Received: {value!r}")
+    elif value is not None and type(value) not in (str, int, float, bool):
+        raise ValueError(
+            f"Expected {path} to be a JSON value (dict, list, str, int, float, bool or None). "
+            f"Received: {value!r} of type {type(value).__module__}.{type(value).__qualname__}"
+        )
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _as_index(value):
+    """`value` as an int if it is one or its decimal string ("3"), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+        return int(value)
+    return None
 
 
 def _as_pair(value, name):
@@ -90,6 +139,7 @@ class ViTConfig:
 
     def __init__(
         self,
+        /,
         hidden_size=768,
         num_hidden_layers=12,
         num_attention_heads=12,
@@ -130,13 +180,31 @@ class ViTConfig:
         kwargs.pop("model_type", None)
         self.extra = kwargs
         self.id2label = self._id2label(num_labels, id2label)
-        self._label2id = None if label2id is None else {str(k): int(v) for k, v in label2id.items()}
+        self._label2id = self._checked_label2id(label2id)
         self.validate()
+
+    @staticmethod
+    def _checked_label2id(label2id):
+        if label2id is None:
+            return None
+        if not isinstance(label2id, dict) or not all(
+            isinstance(k, str) and _as_index(v) is not None for k, v in label2id.items()
+        ):
+            raise ValueError(f"Expected label2id to be a dict of str -> int. Received: label2id={label2id!r}")
+        return {k: _as_index(v) for k, v in label2id.items()}
 
     @staticmethod
     def _id2label(num_labels, id2label):
         if id2label is not None:
-            id2label = {int(k): str(v) for k, v in id2label.items()}
+            if not isinstance(id2label, dict):
+                raise ValueError(f"Expected id2label to be a dict of int -> str. Received: id2label={id2label!r}")
+            for key, value in id2label.items():
+                if _as_index(key) is None or not isinstance(value, str):
+                    raise ValueError(
+                        "Expected id2label to map ints (or their decimal strings) to str. "
+                        f"Received the entry {key!r}: {value!r}"
+                    )
+            id2label = {_as_index(k): v for k, v in id2label.items()}
             if num_labels is not None and num_labels != len(id2label):
                 raise ValueError(
                     f"Expected num_labels to equal len(id2label). Received: num_labels={num_labels}, "
@@ -162,12 +230,12 @@ class ViTConfig:
             raise ValueError(f"Expected pooler_output_size to be a positive int. Received: pooler_output_size={value!r}")
         for name in _PROBABILITY_FIELDS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            if not _is_number(value) or not 0 <= value < 1:
                 raise ValueError(f"Expected {name} to be a float in [0, 1). Received: {name}={value!r}")
         for name in ("initializer_range", "layer_norm_eps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"Expected {name} to be a positive float. Received: {name}={value!r}")
+            if not _is_number(value) or value <= 0:
+                raise ValueError(f"Expected {name} to be a finite positive float. Received: {name}={value!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 "Expected hidden_size to be divisible by num_attention_heads. Received: "
@@ -186,6 +254,11 @@ class ViTConfig:
                 raise ValueError(f"Expected {name} to be one of {sorted(ACTIVATIONS)}. Received: {name}={value!r}")
         if not isinstance(self.qkv_bias, bool):
             raise ValueError(f"Expected qkv_bias to be a bool. Received: qkv_bias={self.qkv_bias!r}")
+        architectures = self.extra.get("architectures")
+        if architectures is not None and not (
+            isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)
+        ):
+            raise ValueError(f"Expected architectures to be a list of class names. Received: architectures={architectures!r}")
 
     # === Derived values ===
     @property
@@ -252,6 +325,9 @@ class ViTConfig:
         """Builds a config from a `config.json` dict; raises ValueError for another model_type."""
         if not isinstance(config_dict, dict):
             raise ValueError(f"Expected a dict of config fields. Received: {type(config_dict).__name__}")
+        bad_keys = [k for k in config_dict if not isinstance(k, str)]
+        if bad_keys:
+            raise ValueError(f"Expected config field names to be str. Received: {bad_keys[0]!r}")
         model_type = config_dict.get("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ValueError(
@@ -260,7 +336,8 @@ class ViTConfig:
         return cls(**config_dict)
 
     def to_json_string(self):
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        """The `config.json` text; raises ValueError naming a field JSON cannot hold (see `to_json_string`)."""
+        return to_json_string(self.to_dict())
 
     def to_json_file(self, path):
         """Writes `config.json` atomically (temporary file renamed into place)."""
@@ -313,6 +390,6 @@ class DeiTConfig(ViTConfig):
 def config_class_for(model_type):
     """Returns `ViTConfig` or `DeiTConfig` for a `model_type` string."""
     classes = {cls.model_type: cls for cls in (ViTConfig, DeiTConfig)}
-    if model_type not in classes:
+    if not isinstance(model_type, str) or model_type not in classes:
         raise ValueError(f"Expected model_type to be one of {sorted(classes)}. Received: model_type={model_type!r}")
     return classes[model_type]
