@@ -204,7 +204,10 @@ class ViTConfig:
                         "Expected id2label to map ints (or their decimal strings) to str. "
                         f"Received the entry {key!r}: {value!r}"
                     )
-            id2label = {_as_index(k): v for k, v in id2label.items()}
+            converted = {_as_index(k): v for k, v in id2label.items()}
+            if len(converted) != len(id2label):
+                raise ValueError(f"Expected id2label keys to be distinct ints. Received: {sorted(id2label, key=str)}")
+            id2label = converted
             if num_labels is not None and num_labels != len(id2label):
                 raise ValueError(
                     f"Expected num_labels to equal len(id2label). Received: num_labels={num_labels}, "
