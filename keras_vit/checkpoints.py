@@ -129,9 +129,9 @@ def _inside(directory, name, source):
 def _read_sharded_safetensors(index_path):
     index = read_json_file(index_path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict):
+    if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(
-            f"Expected {index_path} to be a safetensors index: a JSON object with a weight_map object. "
+            f"Expected {index_path} to be a safetensors index: a JSON object with a non-empty weight_map object. "
             f"Received: weight_map={weight_map!r}"
         )
     shards = {}
