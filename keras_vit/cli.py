@@ -8,6 +8,7 @@ reported on one line `keras-vit: error: ...` without a traceback.
 import argparse
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -30,7 +31,10 @@ def load_model(source, model_class=None):
     from keras_vit.checkpoints import read_config, resolve_checkpoint
 
     if str(source).endswith(".keras"):
-        return keras.saving.load_model(source)
+        try:
+            return keras.saving.load_model(source)
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise ValueError(f"Could not load {str(source)!r} as a .keras model: {error}") from None
     directory = resolve_checkpoint(source)
     config = read_config(directory)
     names = {cls.__name__: cls for cls in keras_vit.MODEL_CLASSES}
@@ -61,9 +65,14 @@ def top_k(probabilities, id2label, k):
     return [[(id2label[int(i)], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
 
 
+def _one_line(label):
+    """`label` with line breaks escaped (`\\n`, `\\u2028`, ...), so each image gets one output line."""
+    return "".join(repr(c)[1:-1] if len(f"a{c}b".splitlines()) > 1 else c for c in label)
+
+
 def _print_top_k(paths, probabilities, id2label, k):
     for path, best in zip(paths, top_k(probabilities, id2label, k)):
-        print(f"{path}: " + ", ".join(f"{label} {score:.4f}" for label, score in best))
+        print(f"{path}: " + ", ".join(f"{_one_line(label)} {score:.4f}" for label, score in best))
 
 
 def _saved_model_labels(version_dir):
@@ -219,8 +228,6 @@ def build_parser():
 
 def _data_errors():
     """Exception types that mean bad data (not a bug): reported on one line, exit status 1."""
-    import zipfile
-
     errors = [OSError, ValueError, ImportError, RuntimeError, zipfile.BadZipFile]
     if "tensorflow" in sys.modules:
         errors.append(sys.modules["tensorflow"].errors.OpError)
