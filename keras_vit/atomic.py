@@ -118,7 +118,8 @@ def atomic_files(directory, names):
                 os.rename(target, backup)
                 backups.append((backup, target))
         for name, target in zip(names, targets):
-            os.replace(temporaries.pop(name), target)
+            os.replace(temporaries[name], target)
+            del temporaries[name]
             published.append(target)
         committed = True
         _fsync(directory)
