@@ -8,14 +8,15 @@ Hugging Face PyTorch state dict (names and layouts) that `keras_vit.conversion` 
 """
 
 import inspect
-import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-from keras_vit.atomic import atomic_path, write_text_atomically
-from keras_vit.config import read_config
-from keras_vit.conversion import load_hf_state_dict, to_hf_state_dict
+from keras_vit.atomic import atomic_files
+from keras_vit.config import read_config, to_json_string
+from keras_vit.conversion import load_hf_state_dict, tf_era_qkv_bias, to_hf_state_dict
 from keras_vit.hub import (
     CONFIG_NAME,
     PYTORCH_WEIGHTS_NAME,
@@ -23,8 +24,11 @@ from keras_vit.hub import (
     SAFETENSORS_NAME,
     TF_WEIGHTS_NAME,
     WEIGHT_FILES,
+    read_json_file,
     resolve_checkpoint,
 )
+
+logger = logging.getLogger("keras_vit")
 
 
 def _read_safetensors(path):
@@ -37,16 +41,46 @@ def _read_safetensors(path):
         raise ValueError(f"Could not read {path} (truncated or corrupted safetensors file): {e}") from None
 
 
+def _inside(directory, name, source):
+    """`directory / name` for a relative path `name` read from the file `source`.
+
+    Raises:
+        ValueError: naming the entry, unless it is a relative path that stays inside
+            `directory`, symlinks resolved (in a Hub cache snapshot, inside the repo's cache
+            folder, whose `blobs/` the snapshot's symlinks point to).
+    """
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise ValueError(f"Expected the entries of {source} to be file names. Received: {name!r}")
+    directory = Path(directory)
+    path = directory / name
+    root = directory.resolve()
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith("models--"):
+        root = root.parent.parent
+    lexical = os.path.normpath(name)
+    if os.path.isabs(name) or lexical == ".." or lexical.startswith(".." + os.sep) or not path.resolve().is_relative_to(root):
+        raise ValueError(
+            f"Expected the entries of {source} to name files inside the checkpoint directory {str(directory)!r}. "
+            f"Received: {name!r}, which leads to {str(path.resolve())!r}"
+        )
+    return path
+
+
 def _read_sharded_safetensors(index_path):
-    try:
-        weight_map = json.loads(Path(index_path).read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise ValueError(f"Expected {index_path} to be a safetensors index with a weight_map: {e}") from None
+    index = read_json_file(index_path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(
+            f"Expected {index_path} to be a safetensors index: a JSON object with a non-empty weight_map object. "
+            f"Received: weight_map={weight_map!r}"
+        )
+    shards = {}
+    for shard in weight_map.values():
+        if not (isinstance(shard, str) and shard in shards):
+            shards[shard] = _inside(index_path.parent, shard, index_path)
     state = {}
-    for shard in sorted(set(weight_map.values())):
-        shard_path = Path(index_path).parent / shard
+    for shard, shard_path in sorted(shards.items()):
         if not shard_path.is_file():
-            raise FileNotFoundError(f"Missing shard {shard} listed in {index_path}.")
+            raise FileNotFoundError(f"Missing shard {shard!r} listed in {index_path}.")
         state.update(_read_safetensors(shard_path))
     return state
 
@@ -96,7 +130,36 @@ def _read_pytorch_bin(path):
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"Could not read {path} with torch.load(weights_only=True): {e}") from None
-    return {k: v.float().numpy() for k, v in state.items()}
+    # Training checkpoints wrap the state dict: {"model": ...} (DeiT, timm), {"state_dict": ...}.
+    while isinstance(state, dict) and not any(torch.is_tensor(v) for v in state.values()):
+        wrapped = [key for key in _STATE_DICT_KEYS if isinstance(state.get(key), dict)]
+        if not wrapped:
+            break
+        state = state[wrapped[0]]
+    if not isinstance(state, dict) or not any(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(
+            f"Expected {path} to hold a state dict (tensor names -> tensors), possibly under one of "
+            f"{list(_STATE_DICT_KEYS)}. Received: {_describe(state)}"
+        )
+    skipped = sorted(str(k) for k, v in state.items() if not (isinstance(k, str) and torch.is_tensor(v)))
+    if skipped:
+        logger.warning("Ignoring entries of %s that are not named tensors: %s", path, skipped)
+    arrays = {}
+    for key, tensor in state.items():
+        if isinstance(key, str) and torch.is_tensor(tensor):
+            if tensor.is_complex() or tensor.is_quantized:
+                raise ValueError(f"Expected {path} entry {key!r} to be a real-valued tensor. Received: dtype {tensor.dtype}")
+            arrays[key.removeprefix("module.")] = tensor.detach().to_dense().float().numpy()
+    return arrays
+
+
+_STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "module")
+
+
+def _describe(value):
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))[:10]}"
+    return f"a {type(value).__name__}"
 
 
 _READERS = {
@@ -114,10 +177,20 @@ def read_state_dict(directory):
         FileNotFoundError: naming the directory and the files looked for.
         ValueError: for a truncated or corrupted file.
     """
+    path = weights_file(directory)
+    return _READERS[path.name](path)
+
+
+def weights_file(directory):
+    """The path of the weight file `read_state_dict` reads (the first of WEIGHT_FILES found).
+
+    Raises:
+        FileNotFoundError: naming the directory and the files looked for.
+    """
     for name in WEIGHT_FILES:
         path = Path(directory) / name
         if path.is_file():
-            return _READERS[name](path)
+            return path
     raise FileNotFoundError(f"No weights in {str(directory)!r}: looked for {', '.join(WEIGHT_FILES)}.")
 
 
@@ -146,23 +219,34 @@ def from_pretrained(model_class, path_or_repo_id, ignore_mismatched_sizes=False,
             overrides["id2label"] = None
             overrides["label2id"] = None
         config = config_class.from_dict({**config.to_dict(), **overrides})
+    state_dict = read_state_dict(directory)
+    if weights_file(directory).name == TF_WEIGHTS_NAME:
+        config = tf_era_qkv_bias(config, state_dict)
     model = model_class(config, **kwargs)
-    load_hf_state_dict(model, read_state_dict(directory), ignore_mismatched_sizes)
+    load_hf_state_dict(model, state_dict, ignore_mismatched_sizes)
     return model
 
 
 def save_pretrained(model, directory):
-    """Writes `config.json` and `model.safetensors` in the Hugging Face layout.
+    """Writes `config.json` and `model.safetensors` in the Hugging Face layout; returns `directory`.
 
-    Each file is written to a temporary sibling and renamed into place, so a failure never
-    leaves a half-written file. Transformers (PyTorch) loads the result.
+    The config is serialised first (a value JSON cannot hold is a ValueError naming the
+    field, before anything is written), then both files are written to temporary siblings
+    and published with `keras_vit.atomic.atomic_files`: a reader never finds new weights
+    beside the old config, and other files of `directory` stay. Transformers (PyTorch)
+    loads the result.
+
+    Raises:
+        ValueError: naming a config field that JSON cannot hold (e.g. a NumPy scalar), or
+            if `directory` is a file; nothing on disk changes.
     """
     from safetensors.numpy import save_file
 
     directory = Path(directory)
     config = model.config.to_dict()
     config["architectures"] = [type(model).__name__]
-    with atomic_path(directory / SAFETENSORS_NAME) as tmp:
-        save_file(to_hf_state_dict(model), str(tmp), metadata={"format": "pt"})
-    write_text_atomically(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    config_text = to_json_string(config)
+    with atomic_files(directory, [SAFETENSORS_NAME, CONFIG_NAME]) as tmp:
+        save_file(to_hf_state_dict(model), str(tmp[SAFETENSORS_NAME]), metadata={"format": "pt"})
+        tmp[CONFIG_NAME].write_text(config_text, encoding="utf-8")
     return directory

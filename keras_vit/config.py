@@ -8,6 +8,8 @@ are kept and written back unchanged.
 
 import copy
 import json
+import math
+import re
 from pathlib import Path
 
 from keras_vit.atomic import write_text_atomically
@@ -25,6 +27,48 @@ _POSITIVE_INT_FIELDS = (
 )
 _PROBABILITY_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate")
 
+
+def to_json_string(value, what="config"):
+    """`value` as indented JSON with sorted keys and a final newline.
+
+    Raises:
+        ValueError: naming the first entry (e.g. `extra_field[2]`) that JSON cannot hold
+            losslessly: a type other than dict (str keys), list, tuple, str, int, float,
+            bool or None (e.g. a NumPy scalar), or NaN/infinity.
+    """
+    _check_json(value, what)
+    return json.dumps(value, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _check_json(value, path):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"Expected the keys of {path} to be str. Received: key {key!r} ({type(key).__name__})")
+            _check_json(item, f"{path}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]")
+    elif type(value) is float and not math.isfinite(value):
+        raise ValueError(f"Expected {path} to be a finite number (JSON has no NaN or infinity). Received: {value!r}")
+    elif value is not None and type(value) not in (str, int, float, bool):
+        raise ValueError(
+            f"Expected {path} to be a JSON value (dict, list, str, int, float, bool or None). "
+            f"Received: {value!r} of type {type(value).__module__}.{type(value).__qualname__}"
+        )
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _as_index(value):
+    """`value` as an int if it is one or its decimal string ("3"), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+        return int(value)
+    return None
 
 
 def _as_pair(value, name):
@@ -88,6 +132,7 @@ class ViTConfig:
 
     def __init__(
         self,
+        /,
         hidden_size=768,
         num_hidden_layers=12,
         num_attention_heads=12,
@@ -130,13 +175,34 @@ class ViTConfig:
         kwargs.pop("model_type", None)
         self.extra = kwargs
         self.id2label = self._id2label(num_labels, id2label)
-        self._label2id = None if label2id is None else {str(k): int(v) for k, v in label2id.items()}
+        self._label2id = self._checked_label2id(label2id)
         self.validate()
+
+    @staticmethod
+    def _checked_label2id(label2id):
+        if label2id is None:
+            return None
+        if not isinstance(label2id, dict) or not all(
+            isinstance(k, str) and _as_index(v) is not None for k, v in label2id.items()
+        ):
+            raise ValueError(f"Expected label2id to be a dict of str -> int. Received: label2id={label2id!r}")
+        return {k: _as_index(v) for k, v in label2id.items()}
 
     @staticmethod
     def _id2label(num_labels, id2label):
         if id2label is not None:
-            id2label = {int(k): str(v) for k, v in id2label.items()}
+            if not isinstance(id2label, dict):
+                raise ValueError(f"Expected id2label to be a dict of int -> str. Received: id2label={id2label!r}")
+            for key, value in id2label.items():
+                if _as_index(key) is None or not isinstance(value, str):
+                    raise ValueError(
+                        "Expected id2label to map ints (or their decimal strings) to str. "
+                        f"Received the entry {key!r}: {value!r}"
+                    )
+            converted = {_as_index(k): v for k, v in id2label.items()}
+            if len(converted) != len(id2label):
+                raise ValueError(f"Expected id2label keys to be distinct ints. Received: {sorted(id2label, key=str)}")
+            id2label = converted
             if num_labels is not None and num_labels != len(id2label):
                 raise ValueError(
                     f"Expected num_labels to equal len(id2label). Received: num_labels={num_labels}, "
@@ -162,12 +228,12 @@ class ViTConfig:
             raise ValueError(f"Expected pooler_output_size to be a positive int. Received: pooler_output_size={value!r}")
         for name in _PROBABILITY_FIELDS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            if not _is_number(value) or not 0 <= value < 1:
                 raise ValueError(f"Expected {name} to be a float in [0, 1). Received: {name}={value!r}")
         for name in ("initializer_range", "layer_norm_eps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"Expected {name} to be a positive float. Received: {name}={value!r}")
+            if not _is_number(value) or value <= 0:
+                raise ValueError(f"Expected {name} to be a finite positive float. Received: {name}={value!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 "Expected hidden_size to be divisible by num_attention_heads. Received: "
@@ -186,6 +252,11 @@ class ViTConfig:
                 raise ValueError(f"Expected {name} to be one of {sorted(ACTIVATIONS)}. Received: {name}={value!r}")
         if not isinstance(self.qkv_bias, bool):
             raise ValueError(f"Expected qkv_bias to be a bool. Received: qkv_bias={self.qkv_bias!r}")
+        architectures = self.extra.get("architectures")
+        if architectures is not None and not (
+            isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)
+        ):
+            raise ValueError(f"Expected architectures to be a list of class names. Received: architectures={architectures!r}")
 
     # === Derived values ===
     @property
@@ -254,6 +325,9 @@ class ViTConfig:
         """Builds a config from a `config.json` dict; raises ValueError for another model_type."""
         if not isinstance(config_dict, dict):
             raise ValueError(f"Expected a dict of config fields. Received: {type(config_dict).__name__}")
+        bad_keys = [k for k in config_dict if not isinstance(k, str)]
+        if bad_keys:
+            raise ValueError(f"Expected config field names to be str. Received: {bad_keys[0]!r}")
         model_type = config_dict.get("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ValueError(
@@ -262,7 +336,8 @@ class ViTConfig:
         return cls(**config_dict)
 
     def to_json_string(self):
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        """The `config.json` text; raises ValueError naming a field JSON cannot hold (see `to_json_string`)."""
+        return to_json_string(self.to_dict())
 
     def to_json_file(self, path):
         """Writes `config.json` atomically (temporary file renamed into place)."""
@@ -318,7 +393,7 @@ class DeiTConfig(ViTConfig):
 def config_class_for(model_type):
     """Returns `ViTConfig` or `DeiTConfig` for a `model_type` string."""
     classes = {cls.model_type: cls for cls in (ViTConfig, DeiTConfig)}
-    if model_type not in classes:
+    if not isinstance(model_type, str) or model_type not in classes:
         raise ValueError(f"Expected model_type to be one of {sorted(classes)}. Received: model_type={model_type!r}")
     return classes[model_type]
 
@@ -338,6 +413,10 @@ def read_config(directory, config_class=None):
     if not path.is_file():
         raise FileNotFoundError(f"Missing {CONFIG_NAME} in checkpoint directory {str(directory)!r}.")
     config_dict = read_json_file(path)
-    if config_class is None and isinstance(config_dict, dict):
+    if not isinstance(config_dict, dict):
+        raise ValueError(
+            f"Expected {path} to hold a JSON object of config fields. Received: a JSON {type(config_dict).__name__}"
+        )
+    if config_class is None:
         config_class = config_class_for(config_dict.get("model_type", "vit"))
-    return (config_class or ViTConfig).from_dict(config_dict)
+    return config_class.from_dict(config_dict)

@@ -147,6 +147,23 @@ def _backbone(model):
     return getattr(model, "backbone", model)
 
 
+def tf_era_qkv_bias(config, state_dict):
+    """The config to build for a `tf_model.h5` state dict: `qkv_bias=True` if it has q/k/v biases.
+
+    transformers 4.x's TF ViT/DeiT classes ignored `qkv_bias=False` and always created (and
+    used) query/key/value biases, so their `tf_model.h5` files carry bias tensors whatever
+    `config.json` says. Loading them as `qkv_bias=True` reproduces the original TF outputs.
+    """
+    has_bias = any(_canonical_name(name).endswith("attention.attention.query.bias") for name in state_dict)
+    if config.qkv_bias or not has_bias:
+        return config
+    logger.warning(
+        "config.json says qkv_bias=False, but the tf_model.h5 (written by transformers' TF classes, which always "
+        "used query/key/value biases) has them: loading with qkv_bias=True to reproduce its outputs."
+    )
+    return config.replace(qkv_bias=True)
+
+
 def _resample_positions(model, array):
     """Resamples checkpoint position embeddings to the model's grid when they differ."""
     embeddings = _backbone(model).get_layer("embeddings")

@@ -5,10 +5,12 @@ Layout written (TF Serving's model base path; versions are integer subdirectorie
     <export_base>/<version>/saved_model.pb
     <export_base>/<version>/variables/variables.{index,data-*}
     <export_base>/<version>/assets.extra/tf_serving_warmup_requests
-    <export_base>/<version>/assets.extra/labels.txt   (classifiers: id2label, one per line)
+    <export_base>/<version>/assets.extra/labels.json  (classifiers: id2label, {"0": name, ...})
 
 A version directory appears in one `rename` once everything in it is written and checked,
-so a polling server never sees a partial export.
+so a polling server never sees a partial export. The version is claimed first, by creating
+`<export_base>/.tmp-<version>` with `os.mkdir` (which one process alone can do), so two
+exports never pick the same version.
 
 Signatures (tag "serve"):
 
@@ -53,6 +55,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.atomic import make_dirs
+from keras_vit.config import to_json_string
 from keras_vit.models.base import VisionTransformer
 
 SERVING_SIGNATURE = "serving_default"
@@ -63,7 +67,9 @@ CLASSIFICATION_OUTPUTS = ("logits", "probabilities", "label", "score")
 TEACHER_OUTPUTS = ("cls_logits", "distillation_logits")
 FEATURE_OUTPUTS = ("last_hidden_state", "pooler_output")
 WARMUP_FILE = Path("assets.extra", "tf_serving_warmup_requests")
-LABELS_FILE = Path("assets.extra", "labels.txt")  # id2label, one name per line; TF Serving ignores it
+LABELS_FILE = Path("assets.extra", "labels.json")  # id2label as JSON, {"0": name, ...}; TF Serving ignores it
+CLAIM_PREFIX = ".tmp-"  # <export_base>/.tmp-<version>: the version's claim, and where it is written
+MAX_VERSION = 2**63 - 1  # TF Serving reads version numbers as int64
 VERIFY_ATOL = 1e-4
 
 # PIL filter number -> tf.image.resize method (PIL 5, HAMMING, has no TensorFlow equivalent).
@@ -83,10 +89,12 @@ def export_saved_model(
     """Writes `model` as version `version` of a TF Serving model, atomically.
 
     The SavedModel, its warmup requests and the verification all happen in a temporary
-    directory `<export_base>/.tmp-<version>-<random>` (not an integer, so TF Serving ignores
-    it), renamed to `<export_base>/<version>` only once complete. On any failure the
-    temporary directory is removed and `export_base` is left as it was. With `overwrite`,
-    the old version is renamed aside, the new one renamed in, then the old one deleted.
+    directory `<export_base>/.tmp-<version>` (not an integer, so TF Serving ignores it),
+    renamed to `<export_base>/<version>` only once complete. Creating it with `os.mkdir`
+    claims the version: a concurrent export with `version=None` takes the next one, with
+    the same explicit version it fails at once. On any failure the temporary directory is
+    removed and `export_base` is left as it was. With `overwrite`, the old version is
+    renamed aside, the new one renamed in, then the old one deleted.
     Signatures and output names are listed in the module docstring.
 
     Args:
@@ -94,8 +102,8 @@ def export_saved_model(
             `DeiTForImageClassification`, `DeiTForImageClassificationWithTeacher`) or
             feature model (`ViTModel`, `DeiTModel`).
         export_base: str or path, TF Serving's `--model_base_path`; created if missing.
-        version: int >= 0, or None for one more than the largest existing integer
-            subdirectory (1 when there is none).
+        version: int in [0, 2**63 - 1] (TF Serving's int64), or None for one more than
+            the largest existing or claimed version (1 when there is none).
         processor: None for the `ViTImageProcessor` defaults (bilinear resize to
             `config.image_size`, rescale by 1/255, normalise with mean = std = 0.5), or an
             object with Hugging Face image processor attributes: `do_resize`, `size`
@@ -118,7 +126,9 @@ def export_saved_model(
         ValueError: before any heavy work, for a model that is not a classification or
             feature model (or has num_labels == 0), `config.num_channels` other than 1 or
             3, a bad `version`, an existing version without `overwrite=True` (naming its
-            path), an `export_base` that is a file, processor settings that cannot be
+            path), a version path that is a file or symlink (even with `overwrite=True`),
+            a version being exported by another process, an `export_base` that is a
+            file, processor settings that cannot be
             exported or do not give the model's image size, or sample images that are not
             decodable bytes. After the export, if the reloaded SavedModel disagrees with
             the Keras model.
@@ -138,17 +148,15 @@ def export_saved_model(
     export_base = Path(export_base)
     if export_base.exists() and not export_base.is_dir():
         raise ValueError(f"Expected export_base to be a directory. Received a file: {export_base}")
-    version = _next_version(export_base) if version is None else version
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(f"Expected version to be an int >= 0 or None. Received: version={version!r}")
-    target = export_base / str(version)
-    if target.exists() and not overwrite:
-        raise ValueError(f"Version {version} already exists at {target}. Pass overwrite=True to replace it.")
+    if version is not None:
+        _check_version(version)
+        _check_target(export_base / str(version), overwrite)
 
     log = functools.partial(_step, verbose=verbose)
-    export_base.mkdir(parents=True, exist_ok=True)
-    tmp = export_base / f".tmp-{version}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    created = [p for p in (export_base, *export_base.parents) if not p.exists()]
+    make_dirs(export_base)
+    tmp, version = _claim(export_base, version)
+    target = export_base / str(version)
     try:
         with log("preprocessing sample images"):
             pixel_values = preprocessing(tf.constant(samples))
@@ -162,8 +170,8 @@ def export_saved_model(
                 {SERVING_SIGNATURE: (IMAGES_INPUT, samples), PIXELS_SIGNATURE: (PIXELS_INPUT, pixel_values.numpy())},
             )
             if "label" in outputs:
-                names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-                (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
+                id2label = {str(i): model.config.id2label[i] for i in range(model.config.num_labels)}
+                (tmp / LABELS_FILE).write_text(to_json_string(id2label, "id2label"), encoding="utf-8")
         if verify:
             with log("verifying the reloaded SavedModel"):
                 _verify(tmp, model, outputs, samples, pixel_values)
@@ -171,6 +179,10 @@ def export_saved_model(
             _publish(tmp, target, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not target.exists():  # failed: remove the directories made for it
+            for path in created:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
     return target
 
 
@@ -206,8 +218,58 @@ def _serving_apis():
 
 
 def _next_version(export_base):
-    versions = [int(p.name) for p in export_base.glob("*") if p.name.isdigit() and p.is_dir()]
-    return max(versions, default=0) + 1
+    """One more than the largest version (directory, file or claim `.tmp-<version>`) in `export_base`."""
+    names = [p.name.removeprefix(CLAIM_PREFIX) for p in export_base.glob("*")]
+    return max((int(n) for n in names if n.isascii() and n.isdigit()), default=0) + 1
+
+
+def _check_version(version):
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
+        raise ValueError(
+            f"Expected version to be an int in [0, {MAX_VERSION}] (TF Serving's int64) or None. "
+            f"Received: version={version!r}"
+        )
+
+
+def _check_target(target, overwrite):
+    """Raises ValueError for a version path that is not a directory, or exists without `overwrite`."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ValueError(
+            f"Expected the version path {target} to be a directory or absent. Received: a "
+            f"{'symlink' if target.is_symlink() else 'file'}; remove it first (overwrite=True replaces only "
+            "version directories)."
+        )
+    if target.exists() and not overwrite:
+        raise ValueError(f"Version {target.name} already exists at {target}. Pass overwrite=True to replace it.")
+
+
+def _claim(export_base, version):
+    """Claims a version by creating `<export_base>/.tmp-<version>`; returns (that directory, version).
+
+    `os.mkdir` succeeds for one process only. With `version=None` the next free version is
+    taken (also skipping one published since it was counted).
+
+    Raises:
+        ValueError: if the given `version` is claimed by another export, or the next
+            version would exceed MAX_VERSION.
+    """
+    while True:
+        candidate = _next_version(export_base) if version is None else version
+        _check_version(candidate)
+        claim = export_base / f"{CLAIM_PREFIX}{candidate}"
+        try:
+            os.mkdir(claim)
+        except FileExistsError:
+            if version is not None:
+                raise ValueError(
+                    f"Version {version} is being exported by another process: {claim} exists (remove it if no "
+                    "export is running)."
+                ) from None
+            continue
+        if version is None and (export_base / str(candidate)).exists():
+            os.rmdir(claim)
+            continue
+        return claim, candidate
 
 
 def _size(value, name, allow_shortest_edge):
@@ -471,11 +533,12 @@ def _verify(path, model, names, samples, pixel_values):
 
 def _publish(tmp, target, overwrite):
     """Renames `tmp` to `target`; with `overwrite`, the old version is swapped out then removed."""
-    if not target.exists():
+    if not (target.exists() or target.is_symlink()):
         os.rename(tmp, target)
         return
     if not overwrite:
         raise ValueError(f"Version {target.name} appeared at {target} during the export; not overwriting it.")
+    _check_target(target, overwrite)
     old = target.with_name(f".old-{target.name}-{secrets.token_hex(4)}")
     os.rename(target, old)
     try:

@@ -21,12 +21,16 @@ _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 def read_json_file(path):
     """Returns the parsed content of a JSON file; raises ValueError naming the file if it is not JSON."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        return json.loads(text)
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Expected {path} to hold UTF-8 JSON. Decoding failed: {e}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"Expected {path} to hold JSON. Parsing failed: {e}") from None
+    except RecursionError:
+        raise ValueError(f"Expected {path} to hold JSON nested less deeply. Parsing exceeded the recursion limit.") from None
 
 
 def resolve_checkpoint(path_or_repo_id, revision=None, cache_dir=None, local_files_only=False):

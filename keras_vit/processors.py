@@ -14,13 +14,13 @@ layout of this library's models. Hugging Face returns channels-first; pass
 
 import copy
 import inspect
-import json
 import os
 
 import numpy as np
 from PIL import Image, ImageMode, ImageOps
 
 from keras_vit.atomic import write_text_atomically
+from keras_vit.config import to_json_string
 from keras_vit.hub import PREPROCESSOR_CONFIG_NAME, read_json_file, resolve_checkpoint
 
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
@@ -463,11 +463,17 @@ class ViTImageProcessor:
         """Writes `directory/preprocessor_config.json` atomically; returns its path.
 
         The file also names `image_processor_type`, so transformers' `AutoImageProcessor`
-        reads it (transformers ignores `data_format` and returns channels-first).
+        reads it (transformers ignores `data_format` and returns channels-first). It is
+        serialised first, then written to a temporary sibling (mode 0o666 & ~umask, fsynced)
+        renamed into place; other files of `directory` stay.
+
+        Raises:
+            ValueError: naming a setting JSON cannot hold, or if `directory` is a file;
+                nothing on disk changes.
         """
-        os.makedirs(directory, exist_ok=True)
+        text = to_json_string({"image_processor_type": self.image_processor_type, **self.to_dict()}, "processor")
         path = os.path.join(directory, PREPROCESSOR_CONFIG_NAME)
-        write_text_atomically(path, json.dumps({"image_processor_type": self.image_processor_type, **self.to_dict()}, indent=2, sort_keys=True) + "\n")
+        write_text_atomically(path, text)
         return path
 
     @classmethod

@@ -12,7 +12,8 @@ from transformers.models.vit import modeling_vit
 
 import keras_vit
 from keras_vit import MODEL_CLASSES
-from keras_vit.checkpoints import read_state_dict, resolve_checkpoint
+from keras_vit.checkpoints import read_state_dict
+from keras_vit.hub import resolve_checkpoint
 from keras_vit.conversion import to_hf_state_dict
 from tests.conftest import TINY
 

@@ -421,11 +421,14 @@ def test_missing_serving_api_is_reported_before_any_work(tmp_path, monkeypatch):
     assert not (tmp_path / "base").exists()
 
 # === Versions, atomicity ===
-def test_next_version_skips_non_numeric_entries(tmp_path):
-    for name in ("1", "7", "abc", ".tmp-9-x", "10x"):
+def test_next_version_skips_non_numeric_entries_and_counts_claims_and_files(tmp_path):
+    for name in ("1", "7", "abc", ".tmp-9-x", "10x", "٣"):
         (tmp_path / name).mkdir()
-    (tmp_path / "12").write_text("a file, not a version")
     assert export._next_version(tmp_path) == 8
+    (tmp_path / ".tmp-8").mkdir()  # claimed by a running export
+    assert export._next_version(tmp_path) == 9
+    (tmp_path / "12").write_text("a file, where no version can be published")
+    assert export._next_version(tmp_path) == 13
     assert export._next_version(tmp_path / "missing") == 1
 
 
