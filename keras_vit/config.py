@@ -10,6 +10,7 @@ import copy
 import json
 
 from keras_vit.atomic import write_text_atomically
+from keras_vit.hub import read_json_file
 from keras_vit.layers.activations import ACTIVATIONS
 
 _POSITIVE_INT_FIELDS = (
@@ -21,16 +22,6 @@ _POSITIVE_INT_FIELDS = (
     "encoder_stride",
 )
 _PROBABILITY_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
-
-
-def read_json_file(path):
-    """Returns the parsed content of a JSON file; raises ValueError naming the file if it is not JSON."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"Expected {path} to hold JSON. Parsing failed: {e}") from None
 
 
 def _as_pair(value, name):

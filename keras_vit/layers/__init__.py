@@ -3,10 +3,12 @@
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.heads import DistillationHead, MaskedImageModelingDecoder, Pooler
 from keras_vit.layers.patch_embedding import PatchEmbedding
+from keras_vit.layers.preprocessing import ImagePreprocessing
 from keras_vit.layers.transformer_block import TransformerBlock
 
 __all__ = [
     "DistillationHead",
+    "ImagePreprocessing",
     "MaskedImageModelingDecoder",
     "MultiHeadSelfAttention",
     "PatchEmbedding",
