@@ -53,8 +53,8 @@ def _size_dict(value, name, allow_shortest_edge):
         value = {"height": value, "width": value}
     elif isinstance(value, (list, tuple)) and len(value) == 2:
         value = {"height": value[0], "width": value[1]}
-    elif hasattr(value, "items") and not isinstance(value, dict):  # transformers' SizeDict
-        value = {k: v for k, v in value.items() if v is not None}
+    elif hasattr(value, "get") and not isinstance(value, dict):  # transformers' SizeDict
+        value = {k: value.get(k) for k in ("height", "width", "shortest_edge") if value.get(k) is not None}
     keys = [{"height", "width"}, {"shortest_edge"}] if allow_shortest_edge else [{"height", "width"}]
     if not (isinstance(value, dict) and set(value) in keys and all(map(_is_positive_int, value.values()))):
         forms = "a positive int, (height, width) or {'height': h, 'width': w}"

@@ -95,6 +95,12 @@ class ServingSession:
         return dict(zip(names, values))
 
 
+def _served_pixels(model, processor, images):
+    """The bytes signature's pixel_values for `images`, computed eagerly."""
+    layer = export._preprocessing_layer(model, processor, None)
+    return export._preprocess_images(tf.constant(images), layer, model.config.num_channels, 10**8).numpy()
+
+
 def _saved_model_proto(path):
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((path / "saved_model.pb").read_bytes())
@@ -210,7 +216,7 @@ def test_grayscale_model_takes_any_image(tmp_path):
     images = [_encode(gray), _encode(np.repeat(gray[..., None], 3, -1)), _encode(rgb)]
     # RGB is converted to luma as PIL's convert("L") does, within one level.
     references = np.stack([gray, gray, np.asarray(Image.fromarray(rgb).convert("L"))])[..., None]
-    pixel_values = export._Preprocessing(model, None)(tf.constant(images)).numpy()
+    pixel_values = _served_pixels(model, None, images)
     assert pixel_values.shape == (3, 32, 32, 1)
     np.testing.assert_allclose(pixel_values, _default_pixels(references), atol=2 / 255 + 1e-6)
     np.testing.assert_allclose(pixel_values[:2], _default_pixels(references[:2]), atol=1e-6)
@@ -571,7 +577,7 @@ def test_every_exportable_model_class(tmp_path, model_cls, kwargs, make_processo
     # The graph's antialiased resize matches PIL's within one 8-bit level for bilinear; for
     # bicubic on noise images, within a few levels on average (PIL clips between passes).
     std = np.array(getattr(processor, "image_std", [0.5] * 3))
-    levels = np.abs(export._Preprocessing(model, processor)(tf.constant(images)).numpy() - reference)
+    levels = np.abs(_served_pixels(model, processor, images) - reference)
     levels *= 255 * std.reshape((3, 1, 1) if model.data_format == "channels_first" else (3,))
     bilinear = processor is None or processor.resample == 2
     assert levels.mean() < 0.3 and levels.max() < (1.001 if bilinear else 20)
