@@ -142,7 +142,7 @@ def export_saved_model(
     >>> sorted(serve(images=tf.constant([open("cat.png", "rb").read()])))
     ['label', 'logits', 'probabilities', 'score']
     """
-    model, layer = _split_model(model)
+    model, layer = split_preprocessing(model)
     outputs = _output_names(model)
     layer = _preprocessing_layer(model, processor, layer)
     if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
@@ -229,8 +229,14 @@ def _next_version(export_base):
     return max(versions, default=0) + 1
 
 
-def _split_model(model):
-    """(keras_vit model, the `ImagePreprocessing` layer composed before it or None)."""
+def split_preprocessing(model):
+    """(keras_vit model, the `ImagePreprocessing` layer composed before it, or None).
+
+    `model` is a keras_vit model, or `keras.Model(images, vit_model(layer(images)))`.
+
+    Raises:
+        ValueError: for any other model.
+    """
     if isinstance(model, VisionTransformer):
         return model, None
     if isinstance(model, keras.Model):

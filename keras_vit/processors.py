@@ -44,8 +44,12 @@ def _check_8_bit(image, name):
         )
 
 
-def _open(path, name):
+def load_image(path, name="image"):
     """Decodes an image file as transformers' `load_image` does: EXIF orientation applied, then RGB.
+
+    Returns a `PIL.Image.Image` of mode "RGB". Raises `FileNotFoundError` for a missing file,
+    `ImageTooLargeError` (a `ValueError`) over the pixel limit, and `ValueError` for a file
+    that is not a decodable 8-bit image.
 
     The size in the header is checked against PIL's decompression-bomb limit
     (`PIL.Image.MAX_IMAGE_PIXELS`, by default `MAX_IMAGE_PIXELS`) before any pixel is decoded.
@@ -343,7 +347,7 @@ class ViTImageProcessor:
     def _load(self, image, name):
         """Reads and checks one image: a (height, width, 3) uint8 or float array."""
         if isinstance(image, (str, os.PathLike)):
-            image = _open(image, name)
+            image = load_image(image, name)
         if isinstance(image, Image.Image):
             _check_8_bit(image, name)
             array = _channels_last(_pil_to_array(image, self.do_convert_rgb), name, "channels_last")
