@@ -38,10 +38,9 @@ def _uint(data, offset, length, little_endian):
     """An unsigned integer of `length` bytes at `offset`, in the given byte order (int64 scalar)."""
     values = _bytes(data, offset, length)
     values = tf.pad(values, [[0, length - tf.size(values, tf.int64)]])
-    powers = tf.constant([256**i for i in range(length)], tf.int64)
-    if not isinstance(little_endian, bool):
-        return tf.where(little_endian, tf.reduce_sum(values * powers), tf.reduce_sum(values * powers[::-1]))
-    return tf.reduce_sum(values * (powers if little_endian else powers[::-1]))
+    little = tf.reduce_sum(values * tf.constant([256**i for i in range(length)], tf.int64))
+    big = tf.reduce_sum(values * tf.constant([256**i for i in reversed(range(length))], tf.int64))
+    return tf.where(little_endian, little, big)
 
 
 def _substr(data, offset, length):
@@ -132,16 +131,16 @@ def exif_orientation(encoded):
 def apply_orientation(image, orientation):
     """`image` (height, width, channels) transposed as `PIL.ImageOps.exif_transpose` does for
     EXIF orientation 1-8 (1 unchanged, 6: rotated 90 degrees clockwise, 8: counter-clockwise)."""
-    transpose = lambda x: tf.transpose(x, (1, 0, 2))  # noqa: E731
+    transposed = lambda: tf.transpose(image, (1, 0, 2))  # noqa: E731
     branches = [
         lambda: image,  # 1
-        lambda: image[:, ::-1],  # 2 mirror left-right
-        lambda: image[::-1, ::-1],  # 3 rotate 180
-        lambda: image[::-1],  # 4 mirror top-bottom
-        lambda: transpose(image),  # 5 transpose
-        lambda: transpose(image)[:, ::-1],  # 6 rotate 90 clockwise
-        lambda: transpose(image)[::-1, ::-1],  # 7 transverse
-        lambda: transpose(image)[::-1],  # 8 rotate 90 counter-clockwise
+        lambda: tf.reverse(image, [1]),  # 2 mirror left-right
+        lambda: tf.reverse(image, [0, 1]),  # 3 rotate 180
+        lambda: tf.reverse(image, [0]),  # 4 mirror top-bottom
+        transposed,  # 5 transpose
+        lambda: tf.reverse(transposed(), [1]),  # 6 rotate 90 clockwise
+        lambda: tf.reverse(transposed(), [0, 1]),  # 7 transverse
+        lambda: tf.reverse(transposed(), [0]),  # 8 rotate 90 counter-clockwise
     ]
     return tf.switch_case(orientation - 1, branches)
 
