@@ -8,8 +8,6 @@ Hugging Face PyTorch state dict (names and layouts) that `keras_vit.conversion` 
 """
 
 import json
-import os
-import re
 from pathlib import Path
 
 import numpy as np

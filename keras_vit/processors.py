@@ -289,18 +289,7 @@ class ViTImageProcessor:
         data_format="channels_last",
         input_data_format=None,
     ):
-        self.spec = PreprocessorConfig(
-            do_resize=do_resize,
-            size=size,
-            resample=resample,
-            do_center_crop=do_center_crop,
-            crop_size=crop_size,
-            do_rescale=do_rescale,
-            rescale_factor=rescale_factor,
-            do_normalize=do_normalize,
-            image_mean=image_mean,
-            image_std=image_std,
-        )
+        self.spec = PreprocessorConfig.from_dict(locals())  # the arguments named in its FIELDS
         if not isinstance(do_convert_rgb, (bool, type(None))):
             raise ValueError(
                 f"Expected do_convert_rgb to be a bool or None. Received: do_convert_rgb={do_convert_rgb!r}"

@@ -76,7 +76,7 @@ class ImagePreprocessing(keras.layers.Layer):
             more than `MAX_RESIZED_PIXELS` pixels (shapes known when called).
 
     >>> layer = ImagePreprocessing(size=32)
-    >>> layer(np.zeros((2, 48, 64, 3), "uint8")).shape
+    >>> tuple(layer(keras.ops.zeros((2, 48, 64, 3), "uint8")).shape)
     (2, 32, 32, 3)
 
     Reference: transformers' `ViTImageProcessor`; keras-hub's `ImageConverter`.
@@ -98,18 +98,7 @@ class ImagePreprocessing(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.spec = PreprocessorConfig(
-            do_resize=do_resize,
-            size=size,
-            resample=resample,
-            do_center_crop=do_center_crop,
-            crop_size=crop_size,
-            do_rescale=do_rescale,
-            rescale_factor=rescale_factor,
-            do_normalize=do_normalize,
-            image_mean=image_mean,
-            image_std=image_std,
-        )
+        self.spec = PreprocessorConfig.from_dict(locals())  # the arguments named in its FIELDS
         if data_format not in _DATA_FORMATS:
             raise ValueError(
                 f"Expected data_format to be one of {_DATA_FORMATS}. Received: data_format={data_format!r}"
