@@ -7,6 +7,10 @@ pixels of their PIL backend (`transformers.ViTImageProcessorPil` /
 torchvision is not installed): PIL decodes and resizes, NumPy crops, rescales and
 normalises, in the same order and precision.
 
+The settings that decide the pixels are parsed and validated once, into a
+`keras_vit.preprocessor_config.PreprocessorConfig` (`processor.spec`), which the Keras layer
+`keras_vit.layers.ImagePreprocessing` also runs (`processor.to_layer()`).
+
 One difference: `pixel_values` are channels-last, (batch, height, width, channels), the
 layout of this library's models. Hugging Face returns channels-first; pass
 `data_format="channels_first"` to get that layout.
@@ -258,9 +262,12 @@ class ViTImageProcessor:
             arguments; an empty list; an unsupported input type; an array of another rank,
             channel count or dtype, with NaN, or with values out of range (float pixels in
             [0, 1] with `do_rescale=True` would be rescaled twice and are refused); a file
-            that is not a decodable image, is truncated, or is over PIL's decompression-bomb
-            limit; a 16- or 32-bit image (converting it to RGB would clip); images that end
-            up with different sizes.
+            that is not a decodable image or is truncated; a 16- or 32-bit image
+            (converting it to RGB would clip); images that end up with different sizes.
+        keras_vit.preprocessor_config.ImageTooLargeError: (a ValueError) for a file whose
+            header declares more than `PIL.Image.MAX_IMAGE_PIXELS` pixels (checked before
+            decoding), or an image that `size={"shortest_edge": n}` would resize to more
+            than `MAX_RESIZED_PIXELS` (4096 x 4096) pixels (checked before resizing any).
         FileNotFoundError: for a path with no file.
 
     >>> processor = ViTImageProcessor()
