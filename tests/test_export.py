@@ -642,6 +642,9 @@ def test_served_graph_applies_all_eight_exif_orientations(tmp_path):
     from sklearn.datasets import load_sample_images
 
     model = keras_vit.ViTForImageClassification(tiny_config(keras_vit.ViTForImageClassification, id2label=LABELS))
+    # A sharper head (logits x 100), so that the probabilities depend on the orientation.
+    kernel, bias = model.get_layer("classifier").get_weights()
+    model.get_layer("classifier").set_weights([kernel * 100, bias])
     processor = keras_vit.ViTImageProcessor(size=32)
     path = export_saved_model(model, tmp_path, processor=processor, verbose=False)
     photo = load_sample_images().images[1][40:340:3, 100:580:3]  # 100 x 160, not square
@@ -654,6 +657,8 @@ def test_served_graph_applies_all_eight_exif_orientations(tmp_path):
     offline = _keras_outputs(model, offline_pixels)["probabilities"]
     served = ServingSession(path).run("serving_default", images=images)["probabilities"]
     assert np.abs(served - offline).max() <= 0.01
+    # Ignoring the tag would be seen: rotated images get other probabilities than the upright one.
+    assert np.abs(offline[[2, 4, 5, 6]] - offline[0]).max(-1).min() > 0.03
     # The pixels themselves: within JPEG-decoder and resize differences of PIL's, while
     # ignoring the tag would put other pixels there.
     layer = export._preprocessing_layer(model, processor, None)
