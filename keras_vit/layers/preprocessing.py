@@ -38,13 +38,20 @@ class ImagePreprocessing(keras.layers.Layer):
     3. multiply by `rescale_factor`; 4. `(x - image_mean) / image_std` per channel.
 
     Closeness to the PIL processor (`ViTImageProcessor`), measured on scikit-learn's two
-    sample photos (427 x 640 JPEGs) resized to 224 x 224 and 150 x 300 plus 4x upsampling,
-    in 0-255 grey levels after the resize (`tests/test_preprocessing.py` asserts these
-    bounds on the TensorFlow backend): bilinear max 1, mean < 0.3; bicubic max <= 6,
-    mean < 0.3 (PIL rounds to 8 bits between its horizontal and vertical passes; the
-    worst case is at sharp edges); nearest max 0 (identical); lanczos max <= 6, mean <
-    0.3; box (area) max <= 1 on whole-factor downscaling. Without resizing, the output
-    equals the processor's to float32 precision.
+    sample photos (427 x 640 JPEGs) resized to 224 x 224 and 150 x 300, and a 107 x 160 crop
+    of each upsampled 4x, as max / worst-image mean |difference| in 0-255 grey levels after
+    the resize (TensorFlow backend; `tests/test_preprocessing.py` asserts these bounds):
+
+    | resample | max | mean | why |
+    | --- | --- | --- | --- |
+    | 2 bilinear | 1 | 0.21 | rounding only |
+    | 3 bicubic | 9 | 0.21 | PIL rounds to 8 bits between its two passes; worst on 4x upsampling at sharp edges |
+    | 1 lanczos | 17 | 0.23 | as bicubic (TensorFlow/JAX only) |
+    | 0 nearest | 205 | 1.17 | the two pick a neighbouring source pixel at ~5% of positions |
+    | 4 box | 68 | 2.51 | TensorFlow's "area" is not PIL's box filter at fractional scales (exact at whole ones) |
+
+    Without resizing the output equals the processor's to float32 precision. JAX and
+    PyTorch give TensorFlow's pixels within one grey level.
 
     Args:
         do_resize, size, resample, do_center_crop, crop_size, do_rescale, rescale_factor,
