@@ -47,8 +47,7 @@ def load_model(source, model_class=None):
 
 def load_processor(source, model):
     """The processor saved beside the model (preprocessor_config.json), else one sized from its config."""
-    from keras_vit.hub import resolve_checkpoint
-    from keras_vit.hub import PREPROCESSOR_CONFIG_NAME
+    from keras_vit.hub import PREPROCESSOR_CONFIG_NAME, resolve_checkpoint
     from keras_vit.processors import DeiTImageProcessor, ViTImageProcessor
 
     directory = Path(source).parent if str(source).endswith(".keras") else resolve_checkpoint(source)
@@ -159,8 +158,19 @@ def image_files(paths):
     return files
 
 
+def _softmax(logits):
+    import numpy as np
+
+    logits = np.asarray(logits, dtype="float64")
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    return probabilities / probabilities.sum(-1, keepdims=True)
+
+
 def _predict(args):
     import numpy as np
+
+    from keras_vit.export import split_preprocessing
+    from keras_vit.processors import load_image
 
     if args.top_k < 1:
         raise ValueError(f"Expected --top-k >= 1. Received: {args.top_k}")
@@ -169,23 +179,26 @@ def _predict(args):
         _print_top_k(args.images, *_saved_model_probabilities(args.source, args.images), args.top_k)
         return
     model = load_model(args.source, args.model_class)
-    if "logits" not in model.output:
-        raise ValueError(f"Expected a classification model. Received: {type(model).__name__}")
-    pixel_values = load_processor(args.source, model)([str(p) for p in args.images])["pixel_values"]
-    logits = np.asarray(model.predict(pixel_values, verbose=0)["logits"], dtype="float64")
-    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
-    _print_top_k(args.images, probabilities, model.config.id2label, args.top_k)
+    vit_model, layer = split_preprocessing(model)
+    if "logits" not in vit_model.output:
+        raise ValueError(f"Expected a classification model. Received: {type(vit_model).__name__}")
+    if layer is None:
+        pixel_values = load_processor(args.source, model)([str(p) for p in args.images])["pixel_values"]
+        logits = model.predict(pixel_values, verbose=0)["logits"]
+    else:
+        # The model preprocesses: feed it each decoded image (uint8, any size) as a batch of one.
+        arrays = [np.asarray(load_image(p, str(p)))[None] for p in args.images]
+        logits = np.concatenate([np.asarray(model.predict(a, verbose=0)["logits"]) for a in arrays])
+    _print_top_k(args.images, _softmax(logits), vit_model.config.id2label, args.top_k)
 
 
 def _export(args):
-    from keras_vit.export import export_saved_model
+    from keras_vit.export import export_saved_model, split_preprocessing
 
     model = load_model(args.source, args.model_class)
-    export_saved_model(
-        model, args.export_base, version=args.version, processor=load_processor(args.source, model),
-        overwrite=args.overwrite,
-    )
+    _, layer = split_preprocessing(model)
+    processor = load_processor(args.source, model) if layer is None else None  # else the model's layer
+    export_saved_model(model, args.export_base, version=args.version, processor=processor, overwrite=args.overwrite)
 
 
 def _convert(args):

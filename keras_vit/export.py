@@ -16,11 +16,17 @@ Signatures (tag "serve"):
 
     serving_default  input `images`: tf.string (batch,), encoded JPEG, PNG, GIF (first
                      frame), BMP or WebP images of any size and channel count. The graph
-                     decodes each image to RGB (alpha dropped, grayscale repeated; EXIF
-                     orientation not applied; luma for 1-channel models), then applies the
-                     image processor's steps in Hugging Face's order: resize (antialiased,
-                     rounded to 8 bits as PIL does), centre crop, rescale, normalise.
-                     Undecodable bytes fail the request with INVALID_ARGUMENT.
+                     reads each image's size from its header and refuses, before
+                     decoding, one with more than `max_image_pixels` pixels (default
+                     PIL's decompression-bomb limit, 89,478,485); decodes it to RGB (alpha
+                     dropped, grayscale repeated; luma for 1-channel models); applies its
+                     JPEG EXIF orientation as the PIL processor does; refuses one that
+                     would resize to more than `MAX_RESIZED_PIXELS` (4096 x 4096, e.g.
+                     1 x 20000 with size={"shortest_edge": 224}); then runs the
+                     `keras_vit.layers.ImagePreprocessing` layer (resize antialiased and
+                     rounded to 8 bits as PIL does, centre crop, rescale, normalise).
+                     Undecodable bytes, or one image over a limit, fail the whole request
+                     with INVALID_ARGUMENT (the message gives the size and the limit).
     predict_pixels   input `pixel_values`: float32 in the model's layout, (batch, height,
                      width, channels) or (batch, channels, height, width) for
                      `data_format="channels_first"`, already preprocessed.
@@ -43,8 +49,6 @@ once.
 
 import contextlib
 import functools
-import math
-import numbers
 import os
 import secrets
 import shutil
@@ -57,7 +61,10 @@ import tensorflow as tf
 
 from keras_vit.atomic import make_dirs
 from keras_vit.config import to_json_string
+from keras_vit.image_decoding import decode_image
+from keras_vit.layers.preprocessing import ImagePreprocessing
 from keras_vit.models.base import VisionTransformer
+from keras_vit.preprocessor_config import MAX_IMAGE_PIXELS, MAX_RESIZED_PIXELS
 
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "predict_pixels"
@@ -72,9 +79,6 @@ CLAIM_PREFIX = ".tmp-"  # <export_base>/.tmp-<version>: the version's claim, and
 MAX_VERSION = 2**63 - 1  # TF Serving reads version numbers as int64
 VERIFY_ATOL = 1e-4
 
-# PIL filter number -> tf.image.resize method (PIL 5, HAMMING, has no TensorFlow equivalent).
-_RESAMPLE_METHODS = {0: "nearest", 1: "lanczos3", 2: "bilinear", 3: "bicubic", 4: "area"}
-
 
 def export_saved_model(
     model,
@@ -85,6 +89,7 @@ def export_saved_model(
     verify=True,
     sample_images=None,
     verbose=True,
+    max_image_pixels=MAX_IMAGE_PIXELS,
 ):
     """Writes `model` as version `version` of a TF Serving model, atomically.
 
@@ -100,7 +105,10 @@ def export_saved_model(
     Args:
         model: a built `keras_vit` classification model (`ViTForImageClassification`,
             `DeiTForImageClassification`, `DeiTForImageClassificationWithTeacher`) or
-            feature model (`ViTModel`, `DeiTModel`).
+            feature model (`ViTModel`, `DeiTModel`); or a model composed of an
+            `ImagePreprocessing` layer and one of those,
+            `keras.Model(images, vit_model(layer(images)))`, whose layer is then the
+            preprocessing (pass no `processor`) and whose keras_vit model is exported.
         export_base: str or path, TF Serving's `--model_base_path`; created if missing.
         version: int in [0, 2**63 - 1] (TF Serving's int64), or None for one more than
             the largest existing or claimed version (1 when there is none).
@@ -110,14 +118,16 @@ def export_saved_model(
             ({"height", "width"} or {"shortest_edge"}), `resample` (PIL filter number 0-4),
             `do_center_crop`, `crop_size`, `do_rescale`, `rescale_factor`,
             `do_normalize`, `image_mean`, `image_std` (a number or one per channel), e.g.
-            `keras_vit.processors.ViTImageProcessor` or `transformers.DeiTImageProcessor`.
-            Missing attributes count as False / None.
+            `keras_vit.processors.ViTImageProcessor` or `transformers.DeiTImageProcessor`;
+            read with `ImagePreprocessing.from_processor`. Missing flags count as False.
         overwrite: bool, replace an existing `<export_base>/<version>`.
         verify: bool, reload the SavedModel before publishing it and check both signatures
             against the Keras model on `sample_images` (max |difference| <= 1e-4).
         sample_images: None (two synthetic PNGs are used) or a non-empty list of encoded
             images (bytes); they also make up the warmup requests.
         verbose: bool, print each step and its duration.
+        max_image_pixels: int >= 1, the largest width x height the bytes signature
+            decodes (checked from the header before decoding).
 
     Returns:
         `pathlib.Path` of the version directory.
@@ -125,10 +135,11 @@ def export_saved_model(
     Raises:
         ValueError: before any heavy work, for a model that is not a classification or
             feature model (or has num_labels == 0), `config.num_channels` other than 1 or
-            3, a bad `version`, an existing version without `overwrite=True` (naming its
-            path), a version path that is a file or symlink (even with `overwrite=True`),
-            a version being exported by another process, an `export_base` that is a
-            file, processor settings that cannot be
+            3, a `processor` given with a model that contains `ImagePreprocessing`, a bad
+            `version` or `max_image_pixels`, an existing version without `overwrite=True`
+            (naming its path), a version path that is a file or symlink (even with
+            `overwrite=True`), a version being exported by another process, an `export_base`
+            that is a file, processor settings that cannot be
             exported or do not give the model's image size, or sample images that are not
             decodable bytes. After the export, if the reloaded SavedModel disagrees with
             the Keras model.
@@ -141,9 +152,17 @@ def export_saved_model(
     >>> sorted(serve(images=tf.constant([open("cat.png", "rb").read()])))
     ['label', 'logits', 'probabilities', 'score']
     """
+    model, layer = split_preprocessing(model)
     outputs = _output_names(model)
-    preprocessing = _Preprocessing(model, processor)
-    samples = _sample_images(sample_images, model.config, preprocessing.output_hw)
+    layer = _preprocessing_layer(model, processor, layer)
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+        raise ValueError(
+            f"Expected max_image_pixels to be a positive int. Received: max_image_pixels={max_image_pixels!r}"
+        )
+    preprocessing = functools.partial(
+        _preprocess_images, layer=layer, channels=model.config.num_channels, max_image_pixels=max_image_pixels
+    )
+    samples = _sample_images(sample_images, model.config, layer.output_hw)
     _serving_apis()  # fail early without tensorflow-serving-api
     export_base = Path(export_base)
     if export_base.exists() and not export_base.is_dir():
@@ -272,166 +291,110 @@ def _claim(export_base, version):
         return claim, candidate
 
 
-def _size(value, name, allow_shortest_edge):
-    """A size setting as {"height": h, "width": w} or {"shortest_edge": n} of positive ints."""
-    get = getattr(value, "get", None)
-    fields = {} if get is None else {k: get(k) for k in ("height", "width", "shortest_edge") if get(k) is not None}
-    forms = [{"height", "width"}, {"shortest_edge"}] if allow_shortest_edge else [{"height", "width"}]
-    valid = set(fields) in forms and all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in fields.values()
-    )
-    if not valid:
-        expected = " or {'shortest_edge': n}" if allow_shortest_edge else ""
-        raise ValueError(f"Expected processor.{name} to be {{'height': h, 'width': w}}{expected}. Received: {value!r}")
-    return fields
+def split_preprocessing(model):
+    """(keras_vit model, the `ImagePreprocessing` layer composed before it, or None).
 
+    `model` is a keras_vit model, or `keras.Model(images, vit_model(layer(images)))`.
 
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _per_channel(value, name, channels, positive):
-    values = [value] * channels if _is_real(value) else value
-    valid = (
-        isinstance(values, (list, tuple))
-        and len(values) == channels
-        and all(_is_real(v) and (v > 0 or not positive) for v in values)
-    )
-    if not valid:
-        kind = "positive numbers" if positive else "numbers"
-        raise ValueError(
-            f"Expected processor.{name} to be a number or {channels} {kind} (config.num_channels={channels}). "
-            f"Received: {name}={value!r}"
-        )
-    return tf.constant(values, tf.float32)
-
-
-def _processor_settings(config, processor):
-    """A function: setting name -> the processor's value (None if missing), or the default's."""
-    if processor is not None:
-        return lambda name: getattr(processor, name, None)
-    # transformers' ViTImageProcessor defaults, at the model's image size.
-    height, width = config.image_hw
-    return dict(
-        do_resize=True,
-        size={"height": height, "width": width},
-        resample=2,
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=[0.5] * config.num_channels,
-        image_std=[0.5] * config.num_channels,
-    ).get
-
-
-class _Preprocessing:
-    """The image processor's steps as TensorFlow ops: encoded images -> `pixel_values`.
-
-    Reads and checks the processor's settings on construction; calling it maps a tf.string
-    tensor (batch,) to float32 pixel values (batch, ...) in the model's layout.
+    Raises:
+        ValueError: for any other model.
     """
+    if isinstance(model, VisionTransformer):
+        return model, None
+    if isinstance(model, keras.Model):
+        inner = [layer for layer in model.layers if isinstance(layer, VisionTransformer)]
+        preprocessing = [layer for layer in model.layers if isinstance(layer, ImagePreprocessing)]
+        if len(inner) == 1 and len(preprocessing) <= 1:
+            return inner[0], (preprocessing or [None])[0]
+    raise ValueError(
+        "Expected a keras_vit model, or a model composed of at most one ImagePreprocessing layer and one keras_vit "
+        f"model (keras.Model(images, vit_model(layer(images)))). Received: {type(model).__name__}"
+    )
 
-    def __init__(self, model, processor):
-        config = model.config
-        self.channels = config.num_channels
-        if self.channels not in (1, 3):
-            raise ValueError(
-                "Expected config.num_channels to be 1 (grayscale) or 3 (RGB) to decode images in the graph. "
-                f"Received: num_channels={self.channels}"
-            )
-        self.channels_first = model.data_format == "channels_first"
-        setting = _processor_settings(config, processor)
-        self.size = self.method = self.crop = self.rescale_factor = self.mean = self.std = None
-        if setting("do_resize"):
-            self.size = _size(setting("size"), "size", allow_shortest_edge=True)
-            resample = setting("resample")
-            if isinstance(resample, bool) or resample not in _RESAMPLE_METHODS:
-                raise ValueError(
-                    f"Expected processor.resample to be a PIL filter in {sorted(_RESAMPLE_METHODS)} (0 nearest, "
-                    f"1 lanczos, 2 bilinear, 3 bicubic, 4 box). Received: resample={resample!r}"
-                )
-            self.method = _RESAMPLE_METHODS[resample]
-        if setting("do_center_crop"):
-            crop = _size(setting("crop_size"), "crop_size", allow_shortest_edge=False)
-            self.crop = (crop["height"], crop["width"])
-        if self.crop:
-            self.output_hw = self.crop
-        elif self.size and "height" in self.size:
-            self.output_hw = (self.size["height"], self.size["width"])
-        else:
-            raise ValueError(
-                "Expected processor settings that give every image the same size: do_center_crop=True, or "
-                "do_resize=True with size={'height': h, 'width': w}. Received: "
-                f"do_resize={setting('do_resize')!r}, size={setting('size')!r}, "
-                f"do_center_crop={setting('do_center_crop')!r}"
-            )
-        (height, width), (patch_h, patch_w) = self.output_hw, config.patch_hw
-        if model.interpolate_pos_encoding and (height % patch_h or width % patch_w):
-            raise ValueError(
-                f"Expected the processor's output size to be a multiple of patch_size={config.patch_size}. "
-                f"Received: (height, width)={self.output_hw}"
-            )
-        if not model.interpolate_pos_encoding and self.output_hw != config.image_hw:
-            raise ValueError(
-                f"Expected the processor's output size to equal the model's image_size={config.image_size}. "
-                f"Received: (height, width)={self.output_hw}; build the model with interpolate_pos_encoding=True "
-                "to serve other sizes."
-            )
-        if setting("do_rescale"):
-            factor = setting("rescale_factor")
-            if not (_is_real(factor) and factor > 0):
-                raise ValueError(f"Expected processor.rescale_factor to be a positive number. Received: {factor!r}")
-            self.rescale_factor = float(factor)
-        if setting("do_normalize"):
-            self.mean = _per_channel(setting("image_mean"), "image_mean", self.channels, positive=False)
-            self.std = _per_channel(setting("image_std"), "image_std", self.channels, positive=True)
 
-    def __call__(self, images):
-        """tf.string (batch,) encoded images -> float32 pixel_values in the model's layout."""
-        pixels = tf.map_fn(
-            self._decode_and_resize,
-            images,
-            fn_output_signature=tf.TensorSpec((*self.output_hw, self.channels), tf.float32),
+def _preprocessing_layer(model, processor, layer):
+    """The checked `ImagePreprocessing` the bytes signature runs before `model`.
+
+    `layer` (from a composed model), else one built from `processor`, else the
+    `ViTImageProcessor` defaults at the model's image size.
+    """
+    config = model.config
+    channels = config.num_channels
+    if channels not in (1, 3):
+        raise ValueError(
+            "Expected config.num_channels to be 1 (grayscale) or 3 (RGB) to decode images in the graph. "
+            f"Received: num_channels={channels}"
         )
-        if self.rescale_factor is not None:
-            pixels = pixels * self.rescale_factor
-        if self.mean is not None:
-            pixels = (pixels - self.mean) / self.std
-        if self.channels_first:
-            pixels = tf.transpose(pixels, (0, 3, 1, 2))
-        return pixels
+    if layer is not None and processor is not None:
+        raise ValueError(
+            "Expected processor=None for a model that already contains ImagePreprocessing (its layer is the "
+            f"preprocessing). Received: processor={processor!r}"
+        )
+    if layer is None and processor is None:
+        layer = ImagePreprocessing(
+            size=config.image_hw, image_mean=[0.5] * channels, image_std=[0.5] * channels,
+            data_format=model.data_format,
+        )
+    elif layer is None:
+        layer = ImagePreprocessing.from_processor(processor, data_format=model.data_format)
+    spec = layer.spec
+    if layer.data_format != model.data_format:
+        raise ValueError(
+            f"Expected the ImagePreprocessing layer's data_format to be the model's, {model.data_format!r}. "
+            f"Received: data_format={layer.data_format!r}"
+        )
+    if layer.output_hw is None:
+        raise ValueError(
+            "Expected processor settings that give every image the same size: do_center_crop=True, or "
+            f"do_resize=True with size={{'height': h, 'width': w}}. Received: do_resize={spec.do_resize!r}, "
+            f"size={spec.size!r}, do_center_crop={spec.do_center_crop!r}"
+        )
+    if spec.do_normalize and len(spec.image_mean) not in (1, channels):
+        raise ValueError(
+            f"Expected processor.image_mean and image_std to have 1 or {channels} values (config.num_channels="
+            f"{channels}). Received: image_mean={spec.image_mean}, image_std={spec.image_std}"
+        )
+    (height, width), (patch_h, patch_w) = layer.output_hw, config.patch_hw
+    if model.interpolate_pos_encoding and (height % patch_h or width % patch_w):
+        raise ValueError(
+            f"Expected the processor's output size to be a multiple of patch_size={config.patch_size}. "
+            f"Received: (height, width)={layer.output_hw}"
+        )
+    if not model.interpolate_pos_encoding and layer.output_hw != config.image_hw:
+        raise ValueError(
+            f"Expected the processor's output size to equal the model's image_size={config.image_size}. "
+            f"Received: (height, width)={layer.output_hw}; build the model with interpolate_pos_encoding=True "
+            "to serve other sizes."
+        )
+    return layer
 
-    def _decode_and_resize(self, encoded):
-        # RGB decoding works for every format and channel count (alpha is dropped).
-        image = tf.cast(tf.io.decode_image(encoded, channels=3, expand_animations=False), tf.float32)
-        if self.channels == 1:
+
+def _preprocess_images(images, layer, channels, max_image_pixels):
+    """tf.string (batch,) encoded images -> float32 pixel_values in the model's layout.
+
+    Each image is checked against `max_image_pixels` from its header, decoded with its EXIF
+    orientation (`keras_vit.image_decoding.decode_image`), converted to luma for 1-channel
+    models, checked against `MAX_RESIZED_PIXELS` after resizing, then run through `layer`.
+    """
+    output_shape = layer.compute_output_shape((1, None, None, channels))[1:]
+
+    def preprocess(encoded):
+        image = tf.cast(decode_image(encoded, max_image_pixels), tf.float32)
+        if channels == 1:
             image = tf.round(tf.image.rgb_to_grayscale(image))
-        if self.size is not None:
-            resized = tf.image.resize(image, self._resized_hw(tf.shape(image)), method=self.method, antialias=True)
-            # PIL resizes 8-bit images to 8 bits.
-            image = tf.clip_by_value(tf.round(resized), 0.0, 255.0)
-        if self.crop is not None:
-            image = _center_crop(image, *self.crop)
-        return tf.ensure_shape(image, (*self.output_hw, self.channels))
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        new_height, new_width = layer.resized_hw(height, width)
+        pixels = tf.cast(new_height, tf.int64) * tf.cast(new_width, tf.int64)
+        message = tf.strings.format(
+            f"Expected the image to resize to at most {MAX_RESIZED_PIXELS} pixels. Received: {{}} x {{}} resizes to "
+            "{} x {} = {} pixels (an extreme aspect ratio with size shortest_edge)",
+            (width, height, new_width, new_height, pixels),
+        )
+        with tf.control_dependencies([tf.debugging.Assert(pixels <= MAX_RESIZED_PIXELS, [message])]):
+            image = tf.identity(image)
+        return layer(image[None])[0]
 
-    def _resized_hw(self, shape):
-        """(height, width) after resizing, as Hugging Face computes it."""
-        if "shortest_edge" not in self.size:
-            return self.size["height"], self.size["width"]
-        edge = self.size["shortest_edge"]
-        height, width = shape[0], shape[1]
-        short, long = tf.minimum(height, width), tf.maximum(height, width)
-        new_long = tf.cast(edge * tf.cast(long, tf.float64) / tf.cast(short, tf.float64), tf.int32)
-        return tf.where(width <= height, tf.stack([new_long, edge]), tf.stack([edge, new_long]))
-
-
-def _center_crop(image, height, width):
-    """Crops the centre; a side shorter than the crop is first zero-padded (more on top/left)."""
-    shape = tf.shape(image)
-    pad_h, pad_w = tf.maximum(height - shape[0], 0), tf.maximum(width - shape[1], 0)
-    image = tf.pad(image, [[(pad_h + 1) // 2, pad_h // 2], [(pad_w + 1) // 2, pad_w // 2], [0, 0]])
-    top, left = (tf.shape(image)[0] - height) // 2, (tf.shape(image)[1] - width) // 2
-    return image[top : top + height, left : left + width]
+    return tf.map_fn(preprocess, images, fn_output_signature=tf.TensorSpec(output_shape, tf.float32))
 
 
 def _sample_images(sample_images, config, output_hw):

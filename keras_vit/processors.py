@@ -7,6 +7,10 @@ pixels of their PIL backend (`transformers.ViTImageProcessorPil` /
 torchvision is not installed): PIL decodes and resizes, NumPy crops, rescales and
 normalises, in the same order and precision.
 
+The settings that decide the pixels are parsed and validated once, into a
+`keras_vit.preprocessor_config.PreprocessorConfig` (`processor.spec`), which the Keras layer
+`keras_vit.layers.ImagePreprocessing` also runs (`processor.to_layer()`).
+
 One difference: `pixel_values` are channels-last, (batch, height, width, channels), the
 layout of this library's models. Hugging Face returns channels-first; pass
 `data_format="channels_first"` to get that layout.
@@ -22,48 +26,16 @@ from PIL import Image, ImageMode, ImageOps
 from keras_vit.atomic import write_text_atomically
 from keras_vit.config import to_json_string
 from keras_vit.hub import PREPROCESSOR_CONFIG_NAME, read_json_file, resolve_checkpoint
+from keras_vit.layers.preprocessing import ImagePreprocessing
+from keras_vit.preprocessor_config import (
+    IMAGENET_STANDARD_MEAN,
+    IMAGENET_STANDARD_STD,
+    MAX_RESIZED_PIXELS,
+    ImageTooLargeError,
+    PreprocessorConfig,
+)
 
-IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
-IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 _DATA_FORMATS = ("channels_last", "channels_first")
-
-
-# === Argument checks ===
-def _is_number(value):
-    """A finite int or float (not a bool)."""
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
-
-
-def _is_positive_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
-
-
-def _size_dict(value, name, allow_shortest_edge):
-    """Returns `value` (int, (height, width) or a transformers size dict) as a size dict of ints."""
-    if _is_positive_int(value):
-        value = {"height": value, "width": value}
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
-        value = {"height": value[0], "width": value[1]}
-    keys = [{"height", "width"}, {"shortest_edge"}] if allow_shortest_edge else [{"height", "width"}]
-    if not (isinstance(value, dict) and set(value) in keys and all(map(_is_positive_int, value.values()))):
-        forms = "a positive int, (height, width) or {'height': h, 'width': w}"
-        if allow_shortest_edge:
-            forms += " or {'shortest_edge': n}"
-        raise ValueError(f"Expected {name} to be {forms}. Received: {name}={value!r}")
-    return {k: int(v) for k, v in value.items()}
-
-
-def _per_channel(value, name, positive):
-    """Returns `value` (a number or 3 numbers) as a list of 3 floats."""
-    values = [value] * 3 if _is_number(value) else value
-    if not (
-        isinstance(values, (list, tuple))
-        and len(values) == 3
-        and all(_is_number(v) and (v > 0 or not positive) for v in values)
-    ):
-        kind = "positive numbers" if positive else "numbers"
-        raise ValueError(f"Expected {name} to be a number or 3 {kind} (R, G, B). Received: {name}={value!r}")
-    return [float(v) for v in values]
 
 
 # === Loading: every input to one (height, width, 3) array ===
@@ -76,18 +48,33 @@ def _check_8_bit(image, name):
         )
 
 
-def _open(path, name):
-    """Decodes an image file as transformers' `load_image` does: EXIF orientation applied, then RGB."""
+def load_image(path, name="image"):
+    """Decodes an image file as transformers' `load_image` does: EXIF orientation applied, then RGB.
+
+    Returns a `PIL.Image.Image` of mode "RGB". Raises `FileNotFoundError` for a missing file,
+    `ImageTooLargeError` (a `ValueError`) over the pixel limit, and `ValueError` for a file
+    that is not a decodable 8-bit image.
+
+    The size in the header is checked against PIL's decompression-bomb limit
+    (`PIL.Image.MAX_IMAGE_PIXELS`, by default `MAX_IMAGE_PIXELS`) before any pixel is decoded.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Expected {name} to be an image file. No file at {path!r}")
     try:
         with Image.open(path) as image:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and image.width * image.height > limit:
+                raise ImageTooLargeError(
+                    f"Refusing to decode {path!r}: it is over PIL's decompression-bomb limit. Expected {name} to "
+                    f"have at most {limit} pixels. Received: {image.width} x {image.height} = "
+                    f"{image.width * image.height} pixels"
+                )
             image.load()
             _check_8_bit(image, f"{name} ({path!r})")
             return ImageOps.exif_transpose(image).convert("RGB")
     except Image.DecompressionBombError as e:
-        raise ValueError(f"Refusing to decode {path!r}: it is over PIL's decompression-bomb limit. {e}") from None
+        raise ImageTooLargeError(f"Refusing to decode {path!r}: it is over PIL's decompression-bomb limit. {e}") from None
     except OSError as e:
         raise ValueError(f"Expected {name} to be a readable image file. Could not decode {path!r}: {e}") from None
 
@@ -197,21 +184,12 @@ def _rescale(image, factor):
     return (image.astype(np.float64) * factor).astype(np.float32)
 
 
-def _output_size(size, height, width):
-    """(height, width) after resizing to `size` (a size dict), as transformers computes it."""
-    if "shortest_edge" not in size:
-        return size["height"], size["width"]
-    short, long = sorted((height, width))
-    new_short, new_long = size["shortest_edge"], int(size["shortest_edge"] * long / short)
-    return (new_long, new_short) if width <= height else (new_short, new_long)
-
-
-def _resize(image, size, resample):
+def _resize(image, spec):
     """Resizes with PIL; a float image in [0, 1] goes through 8 bits, as in transformers."""
-    height, width = _output_size(size, *image.shape[:2])
+    height, width = spec.resized_hw(*image.shape[:2])
     scaled = image.dtype != np.uint8 and not _is_whole(image)
     pixels = (_rescale(image, 255) if scaled else image).astype(np.uint8)
-    resized = np.array(Image.fromarray(pixels).resize((width, height), resample=resample))
+    resized = np.array(Image.fromarray(pixels).resize((width, height), resample=spec.resample))
     return _rescale(resized, 1 / 255) if scaled else resized
 
 
@@ -284,9 +262,12 @@ class ViTImageProcessor:
             arguments; an empty list; an unsupported input type; an array of another rank,
             channel count or dtype, with NaN, or with values out of range (float pixels in
             [0, 1] with `do_rescale=True` would be rescaled twice and are refused); a file
-            that is not a decodable image, is truncated, or is over PIL's decompression-bomb
-            limit; a 16- or 32-bit image (converting it to RGB would clip); images that end
-            up with different sizes.
+            that is not a decodable image or is truncated; a 16- or 32-bit image
+            (converting it to RGB would clip); images that end up with different sizes.
+        keras_vit.preprocessor_config.ImageTooLargeError: (a ValueError) for a file whose
+            header declares more than `PIL.Image.MAX_IMAGE_PIXELS` pixels (checked before
+            decoding), or an image that `size={"shortest_edge": n}` would resize to more
+            than `MAX_RESIZED_PIXELS` (4096 x 4096) pixels (checked before resizing any).
         FileNotFoundError: for a path with no file.
 
     >>> processor = ViTImageProcessor()
@@ -315,26 +296,10 @@ class ViTImageProcessor:
         data_format="channels_last",
         input_data_format=None,
     ):
-        for name, value in [
-            ("do_resize", do_resize),
-            ("do_center_crop", do_center_crop),
-            ("do_rescale", do_rescale),
-            ("do_normalize", do_normalize),
-        ]:
-            if not isinstance(value, bool):
-                raise ValueError(f"Expected {name} to be a bool. Received: {name}={value!r}")
+        self.spec = PreprocessorConfig.from_dict(locals())  # the arguments named in its FIELDS
         if not isinstance(do_convert_rgb, (bool, type(None))):
             raise ValueError(
                 f"Expected do_convert_rgb to be a bool or None. Received: do_convert_rgb={do_convert_rgb!r}"
-            )
-        if resample not in list(Image.Resampling) or isinstance(resample, bool):
-            raise ValueError(
-                f"Expected resample to be a PIL filter, one of {sorted(map(int, Image.Resampling))}. "
-                f"Received: resample={resample!r}"
-            )
-        if not (_is_number(rescale_factor) and rescale_factor > 0):
-            raise ValueError(
-                f"Expected rescale_factor to be a positive number. Received: rescale_factor={rescale_factor!r}"
             )
         if data_format not in _DATA_FORMATS:
             raise ValueError(
@@ -345,20 +310,6 @@ class ViTImageProcessor:
                 f"Expected input_data_format to be None or one of {_DATA_FORMATS}. "
                 f"Received: input_data_format={input_data_format!r}"
             )
-        if do_resize and size is None:
-            raise ValueError("Expected size when do_resize=True. Received: size=None")
-        if do_center_crop and crop_size is None:
-            raise ValueError("Expected crop_size when do_center_crop=True. Received: crop_size=None")
-        self.do_resize = do_resize
-        self.size = None if size is None else _size_dict(size, "size", allow_shortest_edge=True)
-        self.resample = int(resample)
-        self.do_center_crop = do_center_crop
-        self.crop_size = None if crop_size is None else _size_dict(crop_size, "crop_size", allow_shortest_edge=False)
-        self.do_rescale = do_rescale
-        self.rescale_factor = float(rescale_factor)
-        self.do_normalize = do_normalize
-        self.image_mean = _per_channel(image_mean, "image_mean", positive=False)
-        self.image_std = _per_channel(image_std, "image_std", positive=True)
         self.do_convert_rgb = do_convert_rgb
         self.data_format = data_format
         self.input_data_format = input_data_format
@@ -372,7 +323,11 @@ class ViTImageProcessor:
         if unknown:
             raise ValueError(f"Expected overrides among {list(_ARG_NAMES)}. Received unknown: {unknown}")
         settings = type(self)(**{**self.to_dict(), **overrides}) if overrides else self
-        arrays = [settings._load(image, name) for name, image in _flatten(images)]
+        named = _flatten(images)
+        arrays = [settings._load(image, name) for name, image in named]
+        if settings.do_resize:
+            for (name, _), array in zip(named, arrays):
+                settings.spec.check_resize(*array.shape[:2], limit=MAX_RESIZED_PIXELS, name=name)
         pixel_values = [settings._transform(array) for array in arrays]
         shapes = sorted({p.shape for p in pixel_values})
         if len(shapes) > 1:
@@ -388,7 +343,7 @@ class ViTImageProcessor:
     def _load(self, image, name):
         """Reads and checks one image: a (height, width, 3) uint8 or float array."""
         if isinstance(image, (str, os.PathLike)):
-            image = _open(image, name)
+            image = load_image(image, name)
         if isinstance(image, Image.Image):
             _check_8_bit(image, name)
             array = _channels_last(_pil_to_array(image, self.do_convert_rgb), name, "channels_last")
@@ -417,7 +372,7 @@ class ViTImageProcessor:
     def _transform(self, image):
         """Resize, crop, rescale, normalise one (height, width, 3) image."""
         if self.do_resize:
-            image = _resize(image, self.size, self.resample)
+            image = _resize(image, self.spec)
         if self.do_center_crop:
             image = _center_crop(image, self.crop_size["height"], self.crop_size["width"])
         if self.do_rescale:
@@ -491,10 +446,24 @@ class ViTImageProcessor:
             raise FileNotFoundError(f"Expected {PREPROCESSOR_CONFIG_NAME} in the checkpoint. No file at {path!r}")
         return cls.from_dict(read_json_file(path))
 
+    def to_layer(self, **kwargs):
+        """This processor's resize / crop / rescale / normalise as a Keras layer.
+
+        Returns `keras_vit.layers.ImagePreprocessing.from_processor(self, **kwargs)`; see it
+        for what the layer takes and how close its pixels are to this processor's.
+        """
+        return ImagePreprocessing.from_processor(self, **kwargs)
+
     def __repr__(self):
         return f"{type(self).__name__}({self.to_dict()})"
 
 
+def _spec_field(name):
+    return property(lambda self: getattr(self.spec, name), doc=f"`{name}`, read from `self.spec` (read-only).")
+
+
+for _name in PreprocessorConfig.FIELDS:
+    setattr(ViTImageProcessor, _name, _spec_field(_name))
 _ARG_NAMES = tuple(inspect.signature(ViTImageProcessor.__init__).parameters)[1:]
 
 

@@ -98,3 +98,12 @@ def test_export_command_publishes_a_version(tmp_path, capsys):
     assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "serving"), "--version", "1"]) == 1
     assert "already exists" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "serving").iterdir()) == ["1"]
+
+
+def test_predict_refuses_a_decompression_bomb_without_a_traceback(tmp_path, capsys):
+    from tests.test_preprocessing import bomb_png
+
+    (tmp_path / "bomb.png").write_bytes(bomb_png(14000, 14000))
+    assert main(["predict", str(FIXTURES / "tf-vit-classifier"), str(tmp_path / "bomb.png")]) == 1
+    error = capsys.readouterr().err
+    assert "bomb.png': it is over PIL's decompression-bomb limit" in error and "Traceback" not in error

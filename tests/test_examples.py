@@ -39,3 +39,20 @@ def test_main_job_trains_saves_reloads_and_classifies(tmp_path):
     assert len(keras_lines) == 5 and served_lines == keras_lines  # the served model agrees with the reloaded one
     for name in ("vit_digits.keras", "deit_digits.keras", "attention_overlay.png", "serving/vit/1/saved_model.pb"):
         assert (tmp_path / name).is_file(), name
+
+
+@pytest.mark.slow  # ~85 s on 2 shared cores
+def test_finetune_folder_trains_exports_and_the_saved_model_agrees(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "finetune_folder.py"), "--epochs", "1", "--tiles", "12",
+         "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Using 18 files for training." in result.stdout and "val_accuracy" in result.stdout
+    lines = re.findall(r"(china|flower)/\d{3}\.jpg: SavedModel (\w+) \((0\.\d+)\), Keras (\w+) \((0\.\d+)\)", result.stdout)
+    assert len(lines) == 6  # the held-out files
+    for _, served, served_score, keras_label, keras_score in lines:
+        assert served == keras_label and abs(float(served_score) - float(keras_score)) <= 0.01
+    assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
+    assert len(list((tmp_path / "images" / "china").glob("*.jpg"))) == 12

@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -93,6 +94,12 @@ class ServingSession:
         names = sorted(signature_def.outputs)
         values = self.session.run([signature_def.outputs[k].name for k in names], feed_dict=feed)
         return dict(zip(names, values))
+
+
+def _served_pixels(model, processor, images):
+    """The bytes signature's pixel_values for `images`, computed eagerly."""
+    layer = export._preprocessing_layer(model, processor, None)
+    return export._preprocess_images(tf.constant(images), layer, model.config.num_channels, 10**8).numpy()
 
 
 def _saved_model_proto(path):
@@ -210,7 +217,7 @@ def test_grayscale_model_takes_any_image(tmp_path):
     images = [_encode(gray), _encode(np.repeat(gray[..., None], 3, -1)), _encode(rgb)]
     # RGB is converted to luma as PIL's convert("L") does, within one level.
     references = np.stack([gray, gray, np.asarray(Image.fromarray(rgb).convert("L"))])[..., None]
-    pixel_values = export._Preprocessing(model, None)(tf.constant(images)).numpy()
+    pixel_values = _served_pixels(model, None, images)
     assert pixel_values.shape == (3, 32, 32, 1)
     np.testing.assert_allclose(pixel_values, _default_pixels(references), atol=2 / 255 + 1e-6)
     np.testing.assert_allclose(pixel_values[:2], _default_pixels(references[:2]), atol=1e-6)
@@ -574,7 +581,7 @@ def test_every_exportable_model_class(tmp_path, model_cls, kwargs, make_processo
     # The graph's antialiased resize matches PIL's within one 8-bit level for bilinear; for
     # bicubic on noise images, within a few levels on average (PIL clips between passes).
     std = np.array(getattr(processor, "image_std", [0.5] * 3))
-    levels = np.abs(export._Preprocessing(model, processor)(tf.constant(images)).numpy() - reference)
+    levels = np.abs(_served_pixels(model, processor, images) - reference)
     levels *= 255 * std.reshape((3, 1, 1) if model.data_format == "channels_first" else (3,))
     bilinear = processor is None or processor.resample == 2
     assert levels.mean() < 0.3 and levels.max() < (1.001 if bilinear else 20)
@@ -608,6 +615,8 @@ def test_every_exportable_model_class(tmp_path, model_cls, kwargs, make_processo
          r"image_mean=\[0.5, 0.5\]"),
         (None, {"sample_images": [b"junk"]}, r"sample_images\[0\]"),
         (None, {"sample_images": []}, "non-empty list"),
+        (None, {"max_image_pixels": 0}, "max_image_pixels=0"),
+        (lambda: keras.Sequential([keras_vit.layers.ImagePreprocessing(size=32)]), {}, "Received: Sequential"),
     ],
 )
 def test_bad_arguments_raise_before_any_work(tmp_path, monkeypatch, make_model, kwargs, message):
@@ -623,3 +632,111 @@ def test_export_base_that_is_a_file(tmp_path):
     model = keras_vit.ViTForImageClassification(tiny_config())
     with pytest.raises(ValueError, match="Expected export_base to be a directory"):
         export_saved_model(model, tmp_path / "file", verbose=False)
+
+
+# === EXIF orientation, resource limits, composed models ===
+def _exif_jpeg(array, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(array, "JPEG", exif=exif.tobytes(), quality=95, subsampling=0)
+
+
+def test_served_graph_applies_all_eight_exif_orientations(tmp_path):
+    from sklearn.datasets import load_sample_images
+
+    model = keras_vit.ViTForImageClassification(tiny_config(keras_vit.ViTForImageClassification, id2label=LABELS))
+    # A sharper head (logits x 100), so that the probabilities depend on the orientation.
+    kernel, bias = model.get_layer("classifier").get_weights()
+    model.get_layer("classifier").set_weights([kernel * 100, bias])
+    processor = keras_vit.ViTImageProcessor(size=32)
+    path = export_saved_model(model, tmp_path, processor=processor, verbose=False)
+    photo = load_sample_images().images[1][40:340:3, 100:580:3]  # 100 x 160, not square
+    files = []
+    for orientation in range(1, 9):
+        files.append(tmp_path / f"o{orientation}.jpg")
+        files[-1].write_bytes(_exif_jpeg(photo, orientation))
+    images = [f.read_bytes() for f in files]
+    offline_pixels = processor(files)["pixel_values"]  # PIL: ImageOps.exif_transpose
+    offline = _keras_outputs(model, offline_pixels)["probabilities"]
+    served = ServingSession(path).run("serving_default", images=images)["probabilities"]
+    assert np.abs(served - offline).max() <= 0.01
+    # Ignoring the tag would be seen: rotated images get other probabilities than the upright one.
+    assert np.abs(offline[[2, 4, 5, 6]] - offline[0]).max(-1).min() > 0.03
+    # The pixels themselves: within JPEG-decoder and resize differences of PIL's, while
+    # ignoring the tag would put other pixels there.
+    layer = export._preprocessing_layer(model, processor, None)
+    graph_pixels = export._preprocess_images(tf.constant(images), layer, 3, 10**8).numpy()
+    upright = np.repeat(graph_pixels[:1], 8, axis=0)
+    errors = np.abs(graph_pixels - offline_pixels).mean(axis=(1, 2, 3))
+    ignored = np.abs(upright - offline_pixels).mean(axis=(1, 2, 3))
+    assert errors.max() < 0.02 and ignored[1:].min() > 0.1, (errors, ignored)
+
+
+def test_exif_orientation_read_in_both_byte_orders():
+    from keras_vit.image_decoding import exif_orientation
+
+    for orientation in range(1, 9):
+        little = _exif_jpeg(_random_image(0), orientation)
+        ifd = struct.pack(">2sHIH", b"MM", 42, 8, 2)
+        ifd += struct.pack(">HHIHH", 0x0110, 2, 2, 0, 0) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)
+        big = _encode(_random_image(0), "JPEG", exif=b"Exif\x00\x00" + ifd + b"\x00" * 4)
+        assert [int(exif_orientation(tf.constant(b))) for b in (little, big)] == [orientation] * 2
+    assert int(exif_orientation(tf.constant(_encode(_random_image(0), "JPEG")))) == 1  # no tag
+    assert int(exif_orientation(tf.constant(_encode(_random_image(0))))) == 1  # PNG
+
+
+def test_header_sizes_of_every_format():
+    from keras_vit.image_decoding import image_hw_from_header
+
+    array = _random_image(0, (37, 53, 3))
+    options = [("PNG", {}), ("JPEG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {}), ("WEBP", {"lossless": True})]
+    for fmt, kwargs in options:
+        assert [int(v) for v in image_hw_from_header(tf.constant(_encode(array, fmt, **kwargs)))] == [37, 53], fmt
+    alpha = _encode(_random_image(0, (37, 53, 4)), "WEBP")  # extended (VP8X) header
+    assert [int(v) for v in image_hw_from_header(tf.constant(alpha))] == [37, 53]
+    assert [int(v) for v in image_hw_from_header(tf.constant(b"junk"))] == [0, 0]
+
+
+def test_served_limits_fail_the_request_with_a_named_invalid_argument(exported, tmp_path):
+    from tests.test_preprocessing import bomb_png
+
+    model, _, session = exported
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"at most 89478485 pixels.*14000 x 14000 = 196000000"):
+        session.run("serving_default", images=[_encode(_random_image(0)), bomb_png(14000, 14000)])
+    path = export_saved_model(model, tmp_path / "small", max_image_pixels=40 * 40, verbose=False)
+    small = ServingSession(path)
+    assert small.run("serving_default", images=[_encode(_random_image(0, (40, 40, 3)))])["logits"].shape == (1, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"at most 1600 pixels.*41 x 40 = 1640 pixels"):
+        small.run("serving_default", images=[_encode(_random_image(0)), _encode(_random_image(1, (40, 41, 3)))])
+    edge = types.SimpleNamespace(do_resize=True, size={"shortest_edge": 36}, resample=2, do_center_crop=True,
+                                 crop_size={"height": 32, "width": 32}, do_rescale=True, rescale_factor=1 / 255)
+    path = export_saved_model(model, tmp_path / "edge", processor=edge, verbose=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"resize to at most 16777216 pixels. Received: 20000 x 1"):
+        ServingSession(path).run("serving_default", images=[_encode(np.zeros((1, 20000, 3), np.uint8))])
+
+
+def test_export_and_predict_a_model_that_contains_the_layer(tmp_path, capsys):
+    from keras_vit.cli import main
+    from keras_vit.layers import ImagePreprocessing
+
+    model = keras_vit.ViTForImageClassification(tiny_config(keras_vit.ViTForImageClassification, id2label=LABELS))
+    layer = ImagePreprocessing(size=32, resample=3, image_mean=[0.4, 0.5, 0.6])
+    images = keras.Input((None, None, 3), dtype="uint8")
+    composed = keras.Model(images, model(layer(images)))
+    with pytest.raises(ValueError, match="Expected processor=None for a model that already contains ImagePreprocessing"):
+        export_saved_model(composed, tmp_path / "x", processor=keras_vit.ViTImageProcessor(size=32), verbose=False)
+    path = export_saved_model(composed, tmp_path / "serving", verbose=False)
+    arrays = [_random_image(seed, (45, 61, 3)) for seed in (1, 2)]
+    served = ServingSession(path).run("serving_default", images=[_encode(a) for a in arrays])
+    expected = _keras_outputs(model, np.asarray(layer(np.stack(arrays))))  # preprocessed once
+    _assert_outputs_match(served, expected, atol=1e-4)
+    composed.save(tmp_path / "composed.keras")
+    for i, array in enumerate(arrays):
+        Image.fromarray(array).save(tmp_path / f"{i}.png")
+    files = [str(tmp_path / f"{i}.png") for i in range(2)]
+    assert main(["predict", str(tmp_path / "composed.keras"), *files, "--top-k", "1"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    for line, probabilities, label in zip(printed, expected["probabilities"], expected["label"]):
+        assert line.split(": ")[1] == f"{label.decode()} {probabilities.max():.4f}"
+    assert main(["export", str(tmp_path / "composed.keras"), str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "1" / "saved_model.pb").is_file()

@@ -218,3 +218,19 @@ def test_drop_path_rate_is_linear_per_block_and_round_trips(tmp_path):
     assert keras.saving.load_model(tmp_path / "m.keras").config.drop_path_rate == 0.2
     model.save_pretrained(tmp_path / "hf")
     assert keras_vit.ViTForImageClassification.from_pretrained(tmp_path / "hf").config.drop_path_rate == 0.2
+
+
+def test_from_pretrained_with_preprocessing_takes_raw_images(tmp_path):
+    model = build(keras_vit.ViTForImageClassification)
+    model.save_pretrained(tmp_path)
+    processor = keras_vit.ViTImageProcessor.from_config(model.config)
+    processor.save_pretrained(tmp_path)
+    with pytest.raises(TypeError, match=r"\['include_preprocesing'\]"):
+        keras_vit.ViTForImageClassification.from_pretrained(tmp_path, include_preprocesing=True)
+    composed = keras_vit.ViTForImageClassification.from_pretrained(tmp_path, include_preprocessing=True)
+    photos = np.random.default_rng(0).integers(0, 256, (2, 45, 61, 3), dtype=np.uint8)
+    expected = model(processor(list(photos))["pixel_values"])["logits"]
+    for images in (photos, photos.astype("float32")):  # uint8, and float 0-255 as image_dataset_from_directory
+        np.testing.assert_allclose(composed(images)["logits"], expected, atol=0.05)
+    data = tf.data.Dataset.from_tensor_slices(photos.astype("float32")).batch(2)
+    np.testing.assert_allclose(composed.predict(data, verbose=0)["logits"], expected, atol=0.05)

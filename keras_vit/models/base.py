@@ -16,6 +16,7 @@ from keras import ops
 
 from keras_vit import checkpoints
 from keras_vit.config import ViTConfig
+from keras_vit.layers.preprocessing import ImagePreprocessing
 from keras_vit.models.encoder import DATA_FORMATS
 
 _DTYPES = {
@@ -314,7 +315,7 @@ class VisionTransformer(keras.Model):
 
     # === Hugging Face checkpoints ===
     @classmethod
-    def from_pretrained(cls, path_or_repo_id, **kwargs):
+    def from_pretrained(cls, path_or_repo_id, include_preprocessing=False, **kwargs):
         """Builds the model from a Hugging Face checkpoint directory or Hub repo id.
 
         Reads `config.json` and `model.safetensors` (sharded too), `tf_model.h5` or
@@ -322,6 +323,10 @@ class VisionTransformer(keras.Model):
 
         Args:
             path_or_repo_id: local directory, or "org/name" resolved with huggingface_hub.
+            include_preprocessing: bool. True returns `keras.Model(images, model(layer(images)))`
+                with the checkpoint's `preprocessor_config.json` as an `ImagePreprocessing`
+                layer: it takes uint8 or float 0-255 images (batch, height, width, channels) of
+                any size, e.g. batches of `keras.utils.image_dataset_from_directory`.
             **kwargs: `ignore_mismatched_sizes`, `revision`, `cache_dir`,
                 `local_files_only`; config fields to override (`num_labels`, `id2label`,
                 `drop_path_rate`, ...); and construction arguments (`data_format`,
@@ -329,10 +334,17 @@ class VisionTransformer(keras.Model):
 
         Raises:
             TypeError: a keyword that is none of those, named, before any file is read.
-            FileNotFoundError: no such directory or cached repo (offline), or no weights.
+            FileNotFoundError: no such directory or cached repo (offline), no weights, or
+                (with `include_preprocessing`) no preprocessor_config.json.
             ValueError: missing, unexpected or mis-shaped tensors, listed.
         """
-        return checkpoints.from_pretrained(cls, path_or_repo_id, **kwargs)
+        model = checkpoints.from_pretrained(cls, path_or_repo_id, **kwargs)
+        if not include_preprocessing:
+            return model
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
+        layer = ImagePreprocessing.from_pretrained(path_or_repo_id, data_format=model.data_format, **hub_kwargs)
+        images = keras.Input((None, None, model.config.num_channels), name="images")
+        return keras.Model(images, model(layer(images)), name=f"{model.name}_with_preprocessing")
 
     def save_pretrained(self, directory):
         """Writes `config.json` + `model.safetensors` that transformers' same-named class loads."""
