@@ -90,6 +90,26 @@ def check_class_ids(labels, num_labels):
     return ops.cast(labels, "int32")
 
 
+def after_label_check(labels, num_labels, *tensors):
+    """Returns `tensors`, made to depend on `check_class_ids(labels, num_labels)` (soft labels: unchecked).
+
+    Inside a TensorFlow graph an assertion only stops what depends on it; a loss term that
+    does not read the labels (e.g. the teacher term of distillation) would still update its
+    weights in a step whose labels fail. Passing that term's logits through here prevents
+    it. Eagerly the check raises at once; in JAX a failed check fails the whole step.
+    """
+    if is_soft_labels(labels, num_labels):
+        return tensors
+    ids = check_class_ids(labels, num_labels)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            with tf.control_dependencies([ids]):
+                return tuple(tf.identity(t) for t in tensors)
+    return tensors
+
+
 def is_soft_labels(labels, num_labels):
     """Whether labels are per-class probabilities (batch, num_labels) rather than class ids (batch,) or (batch, 1)."""
     shape = ops.shape(labels)
