@@ -54,7 +54,9 @@ def check_class_ids(labels, num_labels):
     Eagerly (and on the PyTorch backend) a bad id raises `ValueError` at once. Inside a
     TensorFlow graph (`fit`'s `tf.function`) `tf.debugging` assertions raise
     `InvalidArgumentError` when the step runs; inside a JAX trace a `jax.debug.callback`
-    raises (as `JaxRuntimeError`). XLA-compiled TensorFlow steps (`jit_compile=True`) drop
+    raises (as `JaxRuntimeError`; Keras' JAX trainer donates the training state to the
+    jitted step, so after such an error reload the model before using it again).
+    XLA-compiled TensorFlow steps (`jit_compile=True`, Keras' default on GPUs) drop
     assertions, so there the check cannot run.
 
     Raises:

@@ -81,7 +81,7 @@ def check_updates_are_scaled_like_per_variable_learning_rates():
     # And the steps really differ by the factors (SGD: the step is -lr·factor·grad).
     variables = scoped_variables(PATHS)
     before = [np.array(v) for v in variables]
-    grads = [np.ones((3, 2), "float32")] * 4
+    grads = [keras.ops.ones((3, 2))] * 4
     LayerDecayOptimizer(keras.optimizers.SGD(0.1), layer_decay=decay).apply(grads, variables)
     for variable, old, factor in zip(variables, before, factors):
         np.testing.assert_allclose(np.array(variable) - old, -0.1 * factor, rtol=1e-5)
