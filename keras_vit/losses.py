@@ -149,13 +149,18 @@ def resolve_problem_type(labels, num_labels, problem_type=None):
     """Hugging Face's rule (transformers `ForSequenceClassificationLoss`) when problem_type is None.
 
     One output (`num_labels == 1`): "regression"; integer labels:
-    "single_label_classification"; anything else: "multi_label_classification".
+    "single_label_classification"; anything else: "multi_label_classification". Where
+    transformers has no answer (float labels of shape (batch,) or (batch, 1) with several
+    outputs: its multi-label loss fails on the shape) they are class ids, single-label;
+    Keras itself traces losses with float labels under `tf.distribute` strategies.
     """
     if problem_type is not None:
         return problem_type
     if num_labels == 1:
         return "regression"
-    return "single_label_classification" if _is_integer(labels) else "multi_label_classification"
+    shape = tuple(ops.shape(labels))
+    class_ids = len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
+    return "single_label_classification" if _is_integer(labels) or class_ids else "multi_label_classification"
 
 
 def per_example_classification_loss(labels, logits, problem_type=None, label_smoothing=0.0):
@@ -179,8 +184,8 @@ def per_example_classification_loss(labels, logits, problem_type=None, label_smo
         return ops.mean(ops.square(logits - labels), axis=-1)
     if tuple(labels.shape[1:]) != (num_labels,):
         raise ValueError(
-            f"Expected multi-label labels of shape (batch, {num_labels}); integer class ids select "
-            "single-label classification (or set problem_type='single_label_classification'). "
+            f"Expected multi-label labels of shape (batch, {num_labels}) (for single-label classification give "
+            "class ids or set problem_type='single_label_classification'). "
             f"Received: labels of shape {tuple(labels.shape)}, dtype {keras.backend.standardize_dtype(labels.dtype)}"
         )
     labels = ops.cast(labels, "float32")
@@ -199,9 +204,10 @@ def classification_loss(labels, logits, sample_weight=None, problem_type=None, l
     - "multi_label_classification": sigmoid cross-entropy, averaged over outputs, against
       0/1 (or probability) labels (batch, num_labels).
 
-    With `problem_type=None` it is inferred as transformers does: regression when
-    `num_labels == 1`, single-label for integer labels, multi-label otherwise (so float
-    one-hot labels need `problem_type="single_label_classification"`). Label smoothing ε
+    With `problem_type=None` it is inferred as transformers does (`resolve_problem_type`):
+    regression when `num_labels == 1`, single-label for integer labels (or class ids of
+    shape (batch,)), multi-label otherwise (so float one-hot labels need
+    `problem_type="single_label_classification"`). Label smoothing ε
     moves single-label targets to (1 − ε)·target + ε / num_labels and multi-label targets
     to (1 − ε)·target + ε / 2, as `keras.losses.CategoricalCrossentropy` and
     `BinaryCrossentropy`. transformers' `ignore_index=-100` is not supported: every class id

@@ -44,6 +44,8 @@ def test_integer_labels_are_single_label_softmax_cross_entropy():
     assert_loss(classification_loss(IDS, LOGITS), per_example.mean())
     assert_loss(classification_loss(IDS[:, None], LOGITS, WEIGHTS), weighted(per_example, WEIGHTS))
     assert_loss(classification_loss(IDS.astype("int64"), LOGITS, problem_type=SINGLE), per_example.mean())
+    # Float class ids (batch,): transformers' multi-label loss would fail on the shape; they are class ids.
+    assert_loss(classification_loss(IDS.astype("float32"), LOGITS), per_example.mean())
     # transformers' own loss on the same logits and labels.
     torch = pytest.importorskip("torch")
     expected = torch.nn.functional.cross_entropy(torch.tensor(LOGITS), torch.tensor(IDS))
@@ -164,7 +166,12 @@ def test_fit_with_out_of_range_labels_raises_and_does_not_train():
             r"probabilities of shape \(batch, 3\). Received: labels of shape \(3, 4\)",
         ),
         (np.zeros((3, 2), "float32"), {}, r"multi-label labels of shape \(batch, 3\).*shape \(3, 2\)"),
-        (np.zeros((3,), "float32"), {}, r"integer class ids select single-label.*Received: .* \(3,\), dtype float32"),
+        (
+            np.zeros((3, 2), "int32"),
+            dict(problem_type="multi_label_classification"),
+            r"single-label classification give class ids.*shape \(3, 2\), dtype int32",
+        ),
+        (np.zeros((3, 2), "int32"), {}, r"class ids of shape \(batch,\) or probabilities .* shape \(3, 2\)"),
         (np.zeros((3, 2), "float32"), dict(problem_type="regression"), r"regression labels of shape \(batch, 3\)"),
         (IDS, dict(problem_type="single"), "problem_type='single'"),
         (IDS, dict(label_smoothing=1.0), "label_smoothing=1.0"),
