@@ -1,16 +1,23 @@
 """Run under another Keras backend by test_optimizers.py: the losses, label checks and LayerDecayOptimizer.
 
 Usage: KERAS_BACKEND=jax python tests/recipe_backend_check.py TMP_DIR
+       KERAS_BACKEND=tensorflow python tests/recipe_backend_check.py mirrored  (2 logical CPUs)
 """
 
 import sys
 
+if sys.argv[1:] == ["mirrored"]:  # logical devices must be set before anything initialises TensorFlow
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
 import keras
 import numpy as np
 
-import keras_vit
 from keras_vit.distillation import hard_distillation_loss
 from keras_vit.losses import ClassificationLoss, classification_loss
+from keras_vit.optimizers import LayerDecayOptimizer
 from tests.test_optimizers import (
     check_factors_on_tiny_model,
     check_save_load_resume,
@@ -81,6 +88,38 @@ def check_bad_labels_fail_eagerly_and_in_fit():
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)  # Adam steps here are ~1e-2
 
 
+def check_mirrored_equals_single_device():
+    """LayerDecayOptimizer(AdamW) under tf.distribute.MirroredStrategy on 2 logical CPUs == one device."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+    labels = np.arange(8) % 3
+
+    def compile(model):
+        optimizer = LayerDecayOptimizer(keras.optimizers.AdamW(1e-2, weight_decay=0.1), layer_decay=0.5)
+        model.compile(optimizer, loss=ClassificationLoss())
+
+    def fit(model):
+        model.fit(images, labels, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    single = tiny_model()
+    initial = single.get_weights()
+    compile(single)
+    expected = fit(single)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():  # model and optimizer variables are created in the scope, as Keras requires
+        mirrored = tiny_model()
+        mirrored.set_weights(initial)
+        compile(mirrored)
+    got = fit(mirrored)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(initial, expected)) > 1e-3  # it trained
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def main(tmp_dir):
     check_loss_values()
     check_bad_labels_fail_eagerly_and_in_fit()
@@ -91,6 +130,10 @@ def main(tmp_dir):
 
 
 if __name__ == "__main__":
-    keras.utils.set_random_seed(0)
-    assert keras_vit.optimizers.LayerDecayOptimizer
-    main(sys.argv[1])
+    if sys.argv[1] == "mirrored":
+        keras.utils.set_random_seed(0)
+        check_mirrored_equals_single_device()
+        print("recipe checks passed on tensorflow mirrored")
+    else:
+        keras.utils.set_random_seed(0)
+        main(sys.argv[1])

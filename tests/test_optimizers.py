@@ -184,11 +184,12 @@ def test_bad_arguments_are_named(kwargs, message):
         LayerDecayOptimizer(**kwargs)
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow mirrored"])
 def test_losses_and_optimizer_on_other_backends(backend, tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "KERAS_BACKEND": backend.split()[0], "PYTHONPATH": str(ROOT)}
+    argument = "mirrored" if backend.endswith("mirrored") else str(tmp_path)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "recipe_backend_check.py"), str(tmp_path)],
+        [sys.executable, str(ROOT / "tests" / "recipe_backend_check.py"), argument],
         env=env,
         capture_output=True,
         text=True,
