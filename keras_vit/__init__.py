@@ -1,6 +1,6 @@
 """keras_vit: Vision Transformers (ViT) and DeiT for Keras 3, from Hugging Face checkpoints to TF Serving."""
 
-from keras_vit import attention_maps, distillation, layers, losses
+from keras_vit import attention_maps, distillation, layers, losses, optimizers
 from keras_vit.config import DeiTConfig, ViTConfig
 from keras_vit.models import (
     MODEL_CLASSES,
@@ -36,4 +36,5 @@ __all__ = [
     "distillation",
     "layers",
     "losses",
+    "optimizers",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from keras_vit.atomic import write_text_atomically
 from keras_vit.hub import CONFIG_NAME, read_json_file, resolve_checkpoint
 from keras_vit.layers.activations import ACTIVATIONS
+from keras_vit.losses import PROBLEM_TYPES
 from keras_vit.presets import preset_fields
 
 _POSITIVE_INT_FIELDS = (
@@ -116,12 +117,17 @@ class ViTConfig:
         num_labels: int >= 0, classifier outputs (0: no classifier, logits are features).
         id2label: dict int -> str, class names (defines `num_labels` when given).
         label2id: dict str -> int, inverse of `id2label`.
+        problem_type: None or one of `keras_vit.losses.PROBLEM_TYPES` ("regression",
+            "single_label_classification", "multi_label_classification"): the built-in
+            classifier loss (`keras_vit.losses.classification_loss`); None infers it from
+            num_labels and the labels' dtype, as transformers.
         **kwargs: other `config.json` fields, stored and written back unchanged.
 
     Raises:
         ValueError: naming the field and value, when a size is not positive, `hidden_size`
             is not divisible by `num_attention_heads`, `image_size` is not divisible by
-            `patch_size`, a probability is outside [0, 1), or an activation is unknown.
+            `patch_size`, a probability is outside [0, 1), an activation is unknown, or
+            `problem_type` is not None or one of `PROBLEM_TYPES`.
 
     >>> config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
     >>> config.num_patches
@@ -153,6 +159,7 @@ class ViTConfig:
         num_labels=None,
         id2label=None,
         label2id=None,
+        problem_type=None,
         **kwargs,
     ):
         self.hidden_size = hidden_size
@@ -172,6 +179,7 @@ class ViTConfig:
         self.encoder_stride = encoder_stride
         self.pooler_output_size = hidden_size if pooler_output_size is None else pooler_output_size
         self.pooler_act = pooler_act
+        self.problem_type = problem_type
         kwargs.pop("model_type", None)
         self.extra = kwargs
         self.id2label = self._id2label(num_labels, id2label)
@@ -257,6 +265,11 @@ class ViTConfig:
             isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)
         ):
             raise ValueError(f"Expected architectures to be a list of class names. Received: architectures={architectures!r}")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(
+                f"Expected problem_type to be None or one of {PROBLEM_TYPES}. "
+                f"Received: problem_type={self.problem_type!r}"
+            )
 
     # === Derived values ===
     @property
@@ -318,6 +331,8 @@ class ViTConfig:
         )
         if self.drop_path_rate:
             out["drop_path_rate"] = self.drop_path_rate
+        if self.problem_type is not None:  # transformers writes it only when set
+            out["problem_type"] = self.problem_type
         return out
 
     @classmethod

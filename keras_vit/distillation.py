@@ -3,27 +3,30 @@
 Touvron et al. 2021, "Training data-efficient image transformers & distillation through
 attention", section 4: the student's class head learns the labels and its distillation
 head learns the teacher, either its argmax ("hard") or its temperature-softened
-distribution ("soft", Hinton et al. 2015).
+distribution ("soft", Hinton et al. 2015). Labels are class ids or, for MixUp / CutMix
+(DeiT's recipe, section 6), per-class probabilities; see `keras_vit.losses.class_targets`.
 """
 
 import keras
 from keras import ops
 
-from keras_vit.losses import weighted_mean
+from keras_vit.losses import after_label_check, class_targets, is_soft_labels, weighted_mean
 from keras_vit.models.deit import DeiTForImageClassificationWithTeacher
 
 DISTILLATION_MODES = ("hard", "soft", "none")
 
 
 def _cross_entropy(labels, logits, label_smoothing=0.0, sample_weight=None):
-    """Softmax cross-entropy of integer labels (batch,) or (batch, 1), optionally label-smoothed."""
-    labels = ops.convert_to_tensor(labels)
-    if len(labels.shape) == 2 and labels.shape[-1] not in (None, 1):
-        raise ValueError(f"Expected integer class labels of shape (batch,). Received: shape={tuple(labels.shape)}")
+    """Softmax cross-entropy against class ids or probabilities (`class_targets`), optionally label-smoothed."""
     logits = ops.cast(logits, "float32")
-    num_labels = logits.shape[-1]
-    target = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), num_labels)
-    target = target * (1.0 - label_smoothing) + label_smoothing / num_labels
+    target = class_targets(labels, logits.shape[-1], label_smoothing)
+    return weighted_mean(ops.categorical_crossentropy(target, logits, from_logits=True), sample_weight)
+
+
+def _teacher_cross_entropy(teacher_logits, logits, sample_weight=None):
+    """Softmax cross-entropy against the teacher's argmax (always a valid class id)."""
+    logits = ops.cast(logits, "float32")
+    target = ops.one_hot(ops.argmax(teacher_logits, axis=-1), logits.shape[-1], dtype="float32")
     return weighted_mean(ops.categorical_crossentropy(target, logits, from_logits=True), sample_weight)
 
 
@@ -38,7 +41,8 @@ def hard_distillation_loss(
     the teacher's labels, as in the DeiT code.
 
     Args:
-        labels: int tensor (batch,) or (batch, 1), class ids.
+        labels: class ids, int tensor (batch,) or (batch, 1) in [0, num_labels), or
+            per-class probabilities, float tensor (batch, num_labels) (one-hot, MixUp, CutMix).
         cls_logits: float tensor (batch, num_labels), the student's class head.
         distillation_logits: float tensor (batch, num_labels), the student's distillation head.
         teacher_logits: float tensor (batch, num_labels).
@@ -50,14 +54,16 @@ def hard_distillation_loss(
         two cross-entropies before the ½ weights).
 
     Raises:
-        ValueError: labels that are not class ids (e.g. one-hot).
+        ValueError: labels of another shape, or class ids outside [0, num_labels) (eagerly;
+            inside `fit`'s graphs see `keras_vit.losses.check_class_ids`).
 
     >>> zeros = keras.ops.zeros((1, 2))
     >>> float(hard_distillation_loss(keras.ops.array([0]), zeros, zeros, keras.ops.array([[0.0, 1.0]]))["loss"])
     0.6931...
     """
+    (distillation_logits,) = after_label_check(labels, ops.shape(cls_logits)[-1], distillation_logits)
     cls_loss = _cross_entropy(labels, cls_logits, label_smoothing, sample_weight)
-    distillation_loss = _cross_entropy(ops.argmax(teacher_logits, axis=-1), distillation_logits, 0.0, sample_weight)
+    distillation_loss = _teacher_cross_entropy(teacher_logits, distillation_logits, sample_weight)
     return {"loss": 0.5 * (cls_loss + distillation_loss), "cls_loss": cls_loss, "distillation_loss": distillation_loss}
 
 
@@ -81,7 +87,8 @@ def soft_distillation_loss(
     smoothing applies to the labels only.
 
     Args:
-        labels: int tensor (batch,) or (batch, 1), class ids.
+        labels: class ids, int tensor (batch,) or (batch, 1) in [0, num_labels), or
+            per-class probabilities, float tensor (batch, num_labels) (one-hot, MixUp, CutMix).
         cls_logits: float tensor (batch, num_labels), the student's class head.
         distillation_logits: float tensor (batch, num_labels), the student's distillation head.
         teacher_logits: float tensor (batch, num_labels).
@@ -95,8 +102,10 @@ def soft_distillation_loss(
         `distillation_loss` (τ²·KL), before the (1 − α) and α weights.
 
     Raises:
-        ValueError: labels that are not class ids (e.g. one-hot).
+        ValueError: labels of another shape, or class ids outside [0, num_labels) (eagerly;
+            inside `fit`'s graphs see `keras_vit.losses.check_class_ids`).
     """
+    (distillation_logits,) = after_label_check(labels, ops.shape(cls_logits)[-1], distillation_logits)
     cls_loss = _cross_entropy(labels, cls_logits, label_smoothing, sample_weight)
     teacher_log_probs = ops.log_softmax(ops.cast(teacher_logits, "float32") / temperature, axis=-1)
     student_log_probs = ops.log_softmax(ops.cast(distillation_logits, "float32") / temperature, axis=-1)
@@ -121,6 +130,9 @@ def label_loss(labels, cls_logits, distillation_logits, label_smoothing=0.0, sam
 
     Returns:
         dict of float32 scalars `loss`, `cls_loss` and `distillation_loss`.
+
+    Raises:
+        ValueError: as `hard_distillation_loss`.
     """
     cls_loss = _cross_entropy(labels, cls_logits, label_smoothing, sample_weight)
     distillation_loss = _cross_entropy(labels, distillation_logits, label_smoothing, sample_weight)
@@ -139,7 +151,16 @@ class DistillationTrainer(keras.Model):
 
     Metrics, in `fit`'s history and `evaluate`: `loss`; `cls_loss` and `distillation_loss`
     (the two terms, see the loss functions); `cls_accuracy`, `distillation_accuracy` and
-    `accuracy` (the heads and their average, against the labels).
+    `accuracy` (the heads and their average, against the labels; against the argmax of
+    soft labels). Metrics given to `compile` read the averaged `logits` and the labels as
+    given (e.g. `keras.metrics.CategoricalAccuracy` for soft labels).
+
+    Labels are class ids (batch,) or per-class probabilities (batch, num_labels). For DeiT's
+    MixUp / CutMix (Touvron et al. 2021, section 6), mix in the data pipeline with
+    `keras.layers.MixUp` / `keras.layers.CutMix` on one-hot labels: each batch reaches the
+    trainer as (mixed images, soft labels) and the teacher sees the mixed images, as in the
+    DeiT code. Keras optimizers' `use_ema=True` works as with any model: after `fit` the
+    student holds the moving averages of its weights.
 
     `call` / `predict` return the student's outputs. Save the student with
     `trainer.student.save("student.keras")`; saving the whole trainer also works.
@@ -171,10 +192,25 @@ class DistillationTrainer(keras.Model):
             loss given to `compile`, missing labels, or teacher logits whose width is not
             num_labels.
 
+    >>> import keras_vit, numpy as np, tensorflow as tf
+    >>> config = keras_vit.DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...     intermediate_size=37, image_size=32, patch_size=8, num_labels=3)
+    >>> student = keras_vit.DeiTForImageClassificationWithTeacher(config)
+    >>> teacher = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    >>> images = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+    >>> one_hot = np.eye(3, dtype="float32")[np.arange(8) % 3]
+    >>> mixup = keras.layers.MixUp(alpha=0.8)
+    >>> def mix(images, labels):
+    ...     mixed = mixup({"images": images, "labels": labels})
+    ...     return mixed["images"], mixed["labels"]
+    >>> dataset = tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(4).map(mix)
     >>> trainer = DistillationTrainer(student, teacher, distillation="hard")
-    >>> trainer.compile(keras.optimizers.AdamW(5e-4))
-    >>> history = trainer.fit(images, labels, epochs=10)  # history.history["distillation_accuracy"]
-    >>> trainer.student.save("deit_student.keras")
+    >>> trainer.compile(keras.optimizers.AdamW(5e-4, use_ema=True))
+    >>> history = trainer.fit(dataset, epochs=2, verbose=0)
+    >>> sorted(history.history)
+    ['accuracy', 'cls_accuracy', 'cls_loss', 'distillation_accuracy', 'distillation_loss', 'loss']
+
+    Save the student alone with `trainer.student.save("deit_student.keras")`.
     """
 
     def __init__(
@@ -270,8 +306,9 @@ class DistillationTrainer(keras.Model):
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        class_ids = ops.argmax(y, axis=-1) if is_soft_labels(y, self.student.config.num_labels) else y
         for key, metric in self.accuracies.items():
-            metric.update_state(y, y_pred[key], sample_weight)
+            metric.update_state(class_ids, y_pred[key], sample_weight)
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight)
 
     def get_config(self):

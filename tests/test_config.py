@@ -55,6 +55,18 @@ def test_config_json_round_trip_with_transformers(cls, tmp_path):
     assert reloaded.id2label == theirs.id2label and reloaded.hidden_size == 48
 
 
+@pytest.mark.parametrize("problem_type", ["regression", "single_label_classification", "multi_label_classification"])
+def test_problem_type_round_trips_with_transformers(problem_type, tmp_path):
+    import transformers
+
+    transformers.DeiTConfig(problem_type=problem_type).save_pretrained(tmp_path)
+    ours = DeiTConfig.from_json_file(tmp_path / "config.json")
+    assert ours.problem_type == problem_type and DeiTConfig().problem_type is None
+    ours.to_json_file(tmp_path / "ours.json")
+    assert json.loads((tmp_path / "ours.json").read_text())["problem_type"] == problem_type
+    assert transformers.DeiTConfig.from_json_file(tmp_path / "ours.json").problem_type == problem_type
+
+
 def test_from_dict_rejects_other_model_type():
     with pytest.raises(ValueError, match="model_type='deit' for DeiTConfig. Received: model_type='deit2'"):
         DeiTConfig.from_dict({"model_type": "deit2"})
@@ -87,6 +99,8 @@ def test_from_json_file_rejects_non_json(tmp_path):
         (dict(num_labels=3, id2label={0: "a"}), "num_labels=3"),
         (dict(qkv_bias="yes"), "qkv_bias='yes'"),
         (dict(pooler_output_size=-4), "pooler_output_size=-4"),
+        (dict(problem_type="single_label"), "problem_type='single_label'"),
+        (dict(problem_type=1), "problem_type=1"),
     ],
 )
 def test_invalid_configs_name_field_and_value(kwargs, message):

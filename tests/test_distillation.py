@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_vit
 from keras_vit.distillation import DistillationTrainer, hard_distillation_loss, label_loss, soft_distillation_loss
@@ -82,9 +83,52 @@ def test_label_loss_by_hand():
     assert_terms(got, 0.5 * (cls_loss + distillation_loss), cls_loss, distillation_loss)
 
 
-def test_one_hot_labels_are_refused():
-    with pytest.raises(ValueError, match=r"integer class labels of shape \(batch,\). Received: shape=\(2, 3\)"):
-        label_loss(np.eye(3)[LABELS], CLS_LOGITS, DISTILLATION_LOGITS)
+SOFT = np.array([[0.7, 0.0, 0.3], [0.0, 0.4, 0.6]], "float32")  # MixUp targets
+
+
+def soft_cross_entropy(target, logits, smoothing=0.0, weights=np.ones(2)):
+    target = target * (1 - smoothing) + smoothing / 3
+    return (-(target * log_softmax(logits)).sum(-1) * weights).sum() / weights.sum()
+
+
+@pytest.mark.parametrize("loss", [hard_distillation_loss, soft_distillation_loss, label_loss])
+def test_one_hot_labels_equal_class_ids(loss):
+    teacher = () if loss is label_loss else (TEACHER_LOGITS,)
+    by_id = loss(LABELS, CLS_LOGITS, DISTILLATION_LOGITS, *teacher, label_smoothing=0.1, sample_weight=WEIGHTS)
+    one_hot = np.eye(3, dtype="float32")[LABELS]
+    by_one_hot = loss(one_hot, CLS_LOGITS, DISTILLATION_LOGITS, *teacher, label_smoothing=0.1, sample_weight=WEIGHTS)
+    assert_terms(by_one_hot, float(by_id["loss"]), float(by_id["cls_loss"]), float(by_id["distillation_loss"]))
+
+
+def test_soft_labels_by_hand():
+    cls_loss = soft_cross_entropy(SOFT, CLS_LOGITS, smoothing=0.1, weights=WEIGHTS)
+    teacher_loss = cross_entropy(np.array([1, 0]), DISTILLATION_LOGITS, weights=WEIGHTS)
+    got = hard_distillation_loss(
+        SOFT, CLS_LOGITS, DISTILLATION_LOGITS, TEACHER_LOGITS, label_smoothing=0.1, sample_weight=WEIGHTS
+    )
+    assert_terms(got, 0.5 * (cls_loss + teacher_loss), cls_loss, teacher_loss)
+    both = soft_cross_entropy(SOFT, DISTILLATION_LOGITS)
+    assert_terms(label_loss(SOFT, CLS_LOGITS, DISTILLATION_LOGITS), 0.5 * (soft_cross_entropy(SOFT, CLS_LOGITS) + both),
+                 soft_cross_entropy(SOFT, CLS_LOGITS), both)
+    got = soft_distillation_loss(SOFT, CLS_LOGITS, DISTILLATION_LOGITS, TEACHER_LOGITS, alpha=0.0)
+    assert float(got["loss"]) == pytest.approx(soft_cross_entropy(SOFT, CLS_LOGITS), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", [hard_distillation_loss, soft_distillation_loss, label_loss])
+@pytest.mark.parametrize("labels, values", [([0, 3], r"\[3\]"), ([-1, 2], r"\[-1\]"), ([[5], [9]], r"\[5, 9\]")])
+def test_out_of_range_labels_raise(loss, labels, values):
+    teacher = () if loss is label_loss else (TEACHER_LOGITS,)
+    message = r"class labels in \[0, 3\) \(num_labels=3\). Received: labels with values " + values
+    with pytest.raises(ValueError, match=message):
+        loss(np.array(labels), CLS_LOGITS, DISTILLATION_LOGITS, *teacher)
+    graph = tf.function(lambda y: loss(y, CLS_LOGITS, DISTILLATION_LOGITS, *teacher)["loss"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"class labels in \[0, 3\)"):
+        graph(tf.constant(labels))
+
+
+def test_labels_of_another_shape_are_refused():
+    with pytest.raises(ValueError, match=r"probabilities of shape \(batch, 3\). Received: labels of shape \(2, 4\)"):
+        label_loss(np.zeros((2, 4), "float32"), CLS_LOGITS, DISTILLATION_LOGITS)
 
 
 # === Trainer ===
@@ -235,3 +279,89 @@ def test_bad_fit_setups_are_named():
     trainer.compile("adam", loss="mse")
     with pytest.raises(ValueError, match="computes its own loss.*Received: loss='mse'"):
         trainer.fit(images, labels, epochs=1, verbose=0)
+
+
+def mixup_dataset(images, labels, batch_size, seed=0):
+    """(mixed images, soft labels) batches from keras.layers.MixUp on one-hot labels, as in DeiT's pipeline."""
+    mixup = keras.layers.MixUp(alpha=0.8, seed=seed)
+
+    def mix(x, y):
+        mixed = mixup({"images": x, "labels": y})
+        return mixed["images"], mixed["labels"]
+
+    one_hot = np.eye(3, dtype="float32")[labels]
+    return tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(batch_size).map(mix)
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft", "none"])
+def test_trainer_with_mixup_soft_labels(mode):
+    teacher = channel_teacher()
+    trainer = DistillationTrainer(student(), teacher, distillation=mode, alpha=0.3, temperature=2.0)
+    trainer.compile("adam", metrics=[keras.metrics.CategoricalAccuracy(name="soft_accuracy")])
+    images, labels, _ = channel_data(8)
+    mixed_images, soft = next(iter(mixup_dataset(images, labels, 8)))
+    mixed_images, soft = mixed_images.numpy(), soft.numpy()
+    assert not np.allclose(mixed_images, images) and not np.all(np.isin(soft, [0.0, 1.0]))
+    out = trainer(mixed_images)
+    heads = (soft, out["cls_logits"], out["distillation_logits"])
+    # The teacher sees the mixed images.
+    if mode == "hard":
+        expected = hard_distillation_loss(*heads, teacher(mixed_images))
+    elif mode == "soft":
+        expected = soft_distillation_loss(*heads, teacher(mixed_images), alpha=0.3, temperature=2.0)
+    else:
+        expected = label_loss(*heads)
+    got = trainer.evaluate(mixed_images, soft, batch_size=8, verbose=0, return_dict=True)
+    assert_terms(got, float(expected["loss"]), float(expected["cls_loss"]), float(expected["distillation_loss"]))
+    # Accuracies compare against the argmax of the soft labels.
+    dominant = soft.argmax(-1)
+    for key, name in [("cls_logits", "cls_accuracy"), ("distillation_logits", "distillation_accuracy")]:
+        assert got[name] == pytest.approx(np.mean(np.argmax(out[key], -1) == dominant))
+    assert got["soft_accuracy"] == pytest.approx(got["accuracy"]) == pytest.approx(
+        np.mean(np.argmax(out["logits"], -1) == dominant)
+    )
+    history = trainer.fit(mixup_dataset(images, labels, 4), epochs=2, verbose=0).history
+    assert np.all(np.isfinite(history["loss"]))
+
+
+def test_trainer_fit_refuses_out_of_range_labels():
+    trainer = DistillationTrainer(student(), channel_teacher(), distillation="hard")
+    trainer.compile("adam")
+    images, labels, _ = channel_data(4)
+    labels[2] = 3
+    before = [np.array(w) for w in trainer.student.weights]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"class labels in \[0, 3\)"):
+        trainer.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+    for old, new in zip(before, trainer.student.weights):
+        np.testing.assert_array_equal(old, np.array(new))
+
+
+class RecordWeights(keras.callbacks.Callback):
+    def __init__(self, variables):
+        super().__init__()
+        self.variables, self.steps = variables, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([np.array(v) for v in self.variables])
+
+
+def test_trainer_with_ema_ends_on_the_moving_average():
+    teacher = channel_teacher()
+    teacher_before = [np.array(w) for w in teacher.weights]
+    trainer = DistillationTrainer(student(), teacher, distillation="soft")
+    momentum = 0.8
+    trainer.compile(keras.optimizers.AdamW(1e-2, use_ema=True, ema_momentum=momentum))
+    images, labels, _ = channel_data(24)
+    record = RecordWeights(trainer.student.trainable_weights)
+    trainer.fit(mixup_dataset(images, labels, 8), epochs=2, verbose=0, callbacks=[record])
+    assert len(record.steps) == 6
+    # Keras' EMA: the first step copies the weights, later steps average with `momentum`.
+    average = record.steps[0]
+    for step in record.steps[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, step)]
+    final = [np.array(v) for v in trainer.student.trainable_weights]
+    for expected, got, last in zip(average, final, record.steps[-1]):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert max(np.abs(g - w).max() for g, w in zip(final, record.steps[-1])) > 1e-3  # really swapped
+    for old, new in zip(teacher_before, teacher.weights):
+        np.testing.assert_array_equal(old, np.array(new))

@@ -246,6 +246,12 @@ def test_builtin_classification_losses():
     target = np.array([0.5, -1.0], "float32")
     pred = np.asarray(regression(IMAGES)["logits"])[:, 0]
     np.testing.assert_allclose(regression.evaluate(IMAGES, target, verbose=0), np.mean((pred - target) ** 2), rtol=1e-5)
+    # problem_type="single_label_classification": soft (MixUp / one-hot) labels get softmax cross-entropy.
+    single = keras_vit.ViTForImageClassification(tiny_config(problem_type="single_label_classification"))
+    single.compile("adam")
+    soft = np.array([[0.7, 0.3, 0.0], [0.0, 0.2, 0.8]], "float32")
+    expected = keras.losses.CategoricalCrossentropy(from_logits=True)(soft, single(IMAGES)["logits"])
+    np.testing.assert_allclose(single.evaluate(IMAGES, soft, verbose=0), expected, rtol=1e-5)
 
 
 def test_builtin_teacher_loss_averages_heads():

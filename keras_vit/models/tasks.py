@@ -86,11 +86,12 @@ class ImageClassifier(TaskModel):
         return {"logits": classifier(first_token)}
 
     def builtin_loss(self, x, y, y_pred, sample_weight):
-        """Hugging Face's classifier loss: MSE for num_labels == 1, cross-entropy for integer labels,
-        sigmoid cross-entropy for multi-label float labels."""
+        """Hugging Face's classifier loss by `config.problem_type` (inferred when None): MSE for
+        regression, softmax cross-entropy for class ids (or soft labels with
+        problem_type="single_label_classification"), sigmoid cross-entropy for multi-label."""
         if y is None:
             raise ValueError(f"{type(self).__name__}.fit needs labels (y). Received y=None.")
-        return classification_loss(y, y_pred["logits"], sample_weight)
+        return classification_loss(y, y_pred["logits"], sample_weight, problem_type=self.config.problem_type)
 
 
 class ImageClassifierWithTeacher(TaskModel):
@@ -105,9 +106,10 @@ class ImageClassifierWithTeacher(TaskModel):
         """Mean of the class-head and distillation-head losses against the labels."""
         if y is None:
             raise ValueError(f"{type(self).__name__}.fit needs labels (y). Received y=None.")
+        problem_type = self.config.problem_type
         return 0.5 * (
-            classification_loss(y, y_pred["cls_logits"], sample_weight)
-            + classification_loss(y, y_pred["distillation_logits"], sample_weight)
+            classification_loss(y, y_pred["cls_logits"], sample_weight, problem_type=problem_type)
+            + classification_loss(y, y_pred["distillation_logits"], sample_weight, problem_type=problem_type)
         )
 
 
