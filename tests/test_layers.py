@@ -207,3 +207,32 @@ def test_layers_compose_in_user_functional_model():
     losses = model.fit(x, y, epochs=5, verbose=0).history["loss"]
     assert losses[-1] < losses[0]
     assert model.get_layer("embed").position_embeddings.path == "embed/position_embeddings"
+
+
+def test_drop_path_layer(tmp_path):
+    run_layer_test(layers.DropPath, dict(rate=0.3, seed=2), {"tokens": TOKENS}, TOKENS.shape, tmp_path=tmp_path)
+
+
+def test_drop_path_statistics_in_training_and_identity_in_inference():
+    rate, batch = 0.25, 4000
+    layer = layers.DropPath(rate, seed=7)
+    x = np.random.default_rng(0).uniform(1, 2, (batch, 3, 5)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(layer(x)), x)  # inference: identity
+    y = np.asarray(layer(x, training=True))
+    scale = y / x
+    kept = np.all(np.isclose(scale, 1 / (1 - rate)), axis=(1, 2))
+    dropped = np.all(scale == 0, axis=(1, 2))
+    assert np.all(kept | dropped)  # whole examples are dropped or kept, never single tokens
+    assert abs(dropped.mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / batch)  # binomial, 4 sigma
+    assert abs(y.mean() / x.mean() - 1) < 0.03  # the expectation is unchanged
+    with pytest.raises(ValueError, match="rate=1.0"):
+        layers.DropPath(1.0)
+
+
+def test_transformer_block_drop_path_drops_both_residual_branches():
+    block = layers.TransformerBlock(16, 4, 32, drop_path_rate=0.5)
+    x = np.random.default_rng(1).normal(size=(64, 5, 16)).astype("float32")
+    y = np.asarray(block(x, training=True))
+    unchanged = np.all(np.isclose(y, x, atol=1e-6), axis=(1, 2))
+    assert 0 < unchanged.mean() < 0.6  # both branches dropped for ~25% of examples (0.5 * 0.5)
+    np.testing.assert_allclose(np.asarray(block(x)), np.asarray(block(x)))
