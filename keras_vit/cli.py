@@ -180,7 +180,7 @@ def _predict(args):
         return
     model = load_model(args.source, args.model_class)
     vit_model, layer = split_preprocessing(model)
-    if "logits" not in vit_model.output:
+    if "logits" not in vit_model.output_names:
         raise ValueError(f"Expected a classification model. Received: {type(vit_model).__name__}")
     if layer is None:
         pixel_values = load_processor(args.source, model)([str(p) for p in args.images])["pixel_values"]

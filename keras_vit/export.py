@@ -210,7 +210,7 @@ def _output_names(model):
     """The signature output names for `model`; raises ValueError for other models."""
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"Expected a keras_vit model. Received: {type(model).__name__}")
-    names = set(model.output)
+    names = set(model.output_names)
     if "logits" in names:
         if model.config.num_labels == 0:
             raise ValueError(
@@ -437,10 +437,9 @@ def _archive(model, preprocessing, names):
     """An ExportArchive with both signatures, traced.
 
     The model is not `track`ed: the archive then saves exactly the variables the traced
-    functions capture, each once (tracking it also saves Keras' variable wrappers, and
-    walks the model's default serving signature, which the optional inputs break).
+    functions capture, each once (tracking it also saves Keras' variable wrappers).
     """
-    pixel_shape = (None, *model.input["pixel_values"].shape[1:])
+    pixel_shape = (None, *model.inputs[0].shape[1:])  # pixel_values comes first
     archive = keras.export.ExportArchive()
     endpoints = [
         archive.add_endpoint(
