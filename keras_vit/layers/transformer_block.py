@@ -1,6 +1,7 @@
 """Pre-norm transformer encoder block of ViT/DeiT."""
 
 import keras
+from keras import ops
 
 from keras_vit.layers.activations import get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
@@ -13,6 +14,8 @@ class TransformerBlock(keras.layers.Layer):
     The MLP is Dense(intermediate_size) → `hidden_act` → Dense(hidden_size); dropout follows
     the attention output and the MLP output. Matches Hugging Face `ViTLayer` / `DeiTLayer`.
     LayerNorm runs in float32 under mixed precision (Keras' LayerNormalization upcasts).
+    The MLP runs on the (batch·seq, hidden) reshape of the tokens (faster gradients on JAX,
+    same speed elsewhere; benchmarks/cpu_layers.py).
 
     Args:
         hidden_size: int, token width.
@@ -39,7 +42,7 @@ class TransformerBlock(keras.layers.Layer):
         probabilities (batch, num_heads, seq, seq).
 
     >>> block = TransformerBlock(16, 4, 32)
-    >>> block(keras.ops.ones((2, 5, 16))).shape
+    >>> tuple(block(keras.ops.ones((2, 5, 16))).shape)
     (2, 5, 16)
     """
 
@@ -102,7 +105,8 @@ class TransformerBlock(keras.layers.Layer):
         )
         attended, probs = attended if return_attention_scores else (attended, None)
         hidden_states = hidden_states + self.dropout_layer(attended, training=training)
-        mlp = self.fc2(self.activation(self.fc1(self.layernorm_after(hidden_states))))
+        tokens = ops.reshape(self.layernorm_after(hidden_states), (-1, self.hidden_size))  # (batch·seq, hidden)
+        mlp = ops.reshape(self.fc2(self.activation(self.fc1(tokens))), ops.shape(hidden_states))
         hidden_states = hidden_states + self.dropout_layer(mlp, training=training)
         if return_attention_scores:
             return hidden_states, probs
