@@ -198,9 +198,10 @@ def main():
     parser.add_argument("--baseline", type=Path, help="another keras_vit checkout, run as keras_vit-*@baseline")
     args = parser.parse_args()
 
-    frameworks = list(args.frameworks)
-    if args.baseline:
-        frameworks += [f"{f}@baseline" for f in args.frameworks if f.startswith("keras_vit-")]
+    def with_baseline(names):
+        return list(names) + [f"{f}@baseline" for f in names if args.baseline and f.startswith("keras_vit-")]
+
+    frameworks, sweep_frameworks = with_baseline(args.frameworks), with_baseline(args.sweep_frameworks)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; {load()}")
     print(f"versions: {versions()}; python {platform.python_version()}")
     print(f"DeiT-S/16 dims, {NUM_LABELS} classes, float32, AdamW; median over {args.repeats} processes of the "
@@ -212,9 +213,9 @@ def main():
         print_table(results, frameworks, settings)
     if args.sweep_resolutions:
         sweep = [(res, args.sweep_batch) for res in args.sweep_resolutions]
-        results = measure(args.sweep_frameworks, sweep, args.repeats, args.steps, args.jit_compile, args.baseline)
+        results = measure(sweep_frameworks, sweep, args.repeats, args.steps, args.jit_compile, args.baseline)
         print(f"\nresolution sweep, batch {args.sweep_batch} (tokens = (res/16)^2 + 1)\n")
-        print_table(results, args.sweep_frameworks, sweep)
+        print_table(results, sweep_frameworks, sweep)
     print(f"\n{load()}")
 
 
