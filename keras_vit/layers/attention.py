@@ -1,7 +1,54 @@
 """Multi-head self-attention of ViT/DeiT with a fused query/key/value projection."""
 
+import functools
+
 import keras
 from keras import ops
+
+
+# Backends whose `keras.ops.dot_product_attention` runs a fused kernel that never
+# materialises the (batch, heads, seq, seq) probabilities: PyTorch's
+# `scaled_dot_product_attention` (flash / memory-efficient kernels on CPU and GPU). On
+# TensorFlow and on JAX/CPU it is the same explicit math as `explicit_attention`
+# (measured in benchmarks/cpu_layers.py).
+FUSED_BACKENDS = ("torch",)
+
+
+def explicit_attention(query, key, value, head_mask=None, dropout=None):
+    """softmax(q·kᵀ/√d)·v written out, returning the probabilities too.
+
+    Args:
+        query, key, value: tensors (batch, seq, heads, head_dim).
+        head_mask: optional tensor broadcastable to (batch, heads, seq, seq), multiplied into
+            the probabilities after dropout (Hugging Face `ViTSelfAttention`).
+        dropout: optional callable applied to the probabilities.
+
+    Returns:
+        (context (batch, seq, heads, head_dim), float32 probabilities (batch, heads, seq, seq)
+        before dropout and head_mask). The softmax runs in float32.
+    """
+    query = ops.transpose(query, (0, 2, 1, 3))
+    key = ops.transpose(key, (0, 2, 3, 1))
+    value = ops.transpose(value, (0, 2, 1, 3))
+    scores = ops.matmul(query, key) * ops.cast(query.shape[-1] ** -0.5, query.dtype)
+    probs = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+    weights = probs if dropout is None else dropout(probs)
+    if head_mask is not None:
+        weights = weights * ops.cast(head_mask, weights.dtype)
+    context = ops.matmul(ops.cast(weights, value.dtype), value)
+    return ops.transpose(context, (0, 2, 1, 3)), probs
+
+
+def fused_attention(query, key, value):
+    """softmax(q·kᵀ/√d)·v through `keras.ops.dot_product_attention` (no dropout, no mask).
+
+    Args:
+        query, key, value: tensors (batch, seq, heads, head_dim).
+
+    Returns:
+        context (batch, seq, heads, head_dim), the same function as `explicit_attention`.
+    """
+    return ops.dot_product_attention(query, key, value, scale=query.shape[-1] ** -0.5)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -15,10 +62,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     probabilities, as in Hugging Face `ViTSelfAttention` (transformers 4.x, which had
     `head_mask`). The output projection `output` is followed by dropout.
 
-    The math runs as two batched matmuls around a float32 softmax. On CPU this measured
-    8-12 % faster for ViT-B/16 than `keras.ops.dot_product_attention` on both the
-    TensorFlow and JAX backends (benchmarks/cpu_inference.py), and it is the path that can
-    return probabilities and apply `head_mask`, so it is the only one.
+    Two paths compute the same function. When neither the probabilities nor `head_mask`
+    are requested and attention dropout is inactive, backends in `FUSED_BACKENDS` run
+    `keras.ops.dot_product_attention` (PyTorch's `scaled_dot_product_attention`, whose
+    memory grows linearly in the token count). Otherwise, and on the other backends, the
+    math runs as two batched matmuls around a float32 softmax (`explicit_attention`), which
+    measured faster on CPU for TensorFlow and JAX (benchmarks/cpu_layers.py) and is the
+    path that returns probabilities and applies `head_mask`. The projections run on the
+    (batch·seq, hidden) reshape of the tokens (faster gradients on JAX, same speed elsewhere).
 
     Args:
         hidden_size: int, token width; divisible by `num_attention_heads`.
@@ -99,17 +150,25 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def call(self, hidden_states, head_mask=None, return_attention_scores=False, training=None):
         shape = ops.shape(hidden_states)
         batch, seq = shape[0], shape[1]
-        qkv = ops.reshape(self.qkv(hidden_states), (batch, seq, 3, self.num_attention_heads, self.head_dim))
-        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
-        query, key, value = qkv[0], qkv[1], qkv[2]
-        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))) * ops.cast(self.head_dim**-0.5, query.dtype)
-        probs = ops.softmax(ops.cast(scores, "float32"), axis=-1)
-        weights = self.attention_dropout_layer(probs, training=training)
-        if head_mask is not None:
-            weights = weights * ops.cast(self._head_mask(head_mask), weights.dtype)
-        context = ops.matmul(ops.cast(weights, value.dtype), value)
-        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq, self.hidden_size))
-        output = self.output_dropout(self.output_dense(context), training=training)
+        qkv = self.qkv(ops.reshape(hidden_states, (-1, self.hidden_size)))
+        qkv = ops.reshape(qkv, (batch, seq, 3, self.num_attention_heads, self.head_dim))
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        explicit = (
+            return_attention_scores
+            or head_mask is not None
+            or (training and self.attention_dropout > 0)
+            or keras.backend.backend() not in FUSED_BACKENDS
+        )
+        if explicit:
+            if head_mask is not None:
+                head_mask = self._head_mask(head_mask)
+            dropout = functools.partial(self.attention_dropout_layer, training=training)
+            context, probs = explicit_attention(query, key, value, head_mask=head_mask, dropout=dropout)
+        else:
+            context = fused_attention(query, key, value)
+        context = ops.reshape(context, (-1, self.hidden_size))
+        output = ops.reshape(self.output_dense(context), (batch, seq, self.hidden_size))
+        output = self.output_dropout(output, training=training)
         if return_attention_scores:
             return output, probs
         return output

@@ -1,6 +1,7 @@
 """Pre-norm transformer encoder block of ViT/DeiT."""
 
 import keras
+from keras import ops
 
 from keras_vit.layers.activations import get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
@@ -16,6 +17,8 @@ class TransformerBlock(keras.layers.Layer):
     `Block`) drops both residual branches per example while training. Matches Hugging
     Face `ViTLayer` / `DeiTLayer` (which have no stochastic depth: drop_path_rate=0).
     LayerNorm runs in float32 under mixed precision (Keras' LayerNormalization upcasts).
+    The MLP runs on the (batch·seq, hidden) reshape of the tokens (faster gradients on JAX,
+    same speed elsewhere; benchmarks/cpu_layers.py).
 
     Args:
         hidden_size: int, token width.
@@ -40,7 +43,7 @@ class TransformerBlock(keras.layers.Layer):
         probabilities (batch, num_heads, seq, seq).
 
     >>> block = TransformerBlock(16, 4, 32)
-    >>> block(keras.ops.ones((2, 5, 16))).shape
+    >>> tuple(block(keras.ops.ones((2, 5, 16))).shape)
     (2, 5, 16)
     """
 
@@ -103,12 +106,17 @@ class TransformerBlock(keras.layers.Layer):
             training=training,
         )
         attended, probs = attended if return_attention_scores else (attended, None)
-        hidden_states = hidden_states + self.drop_path(self.dropout_layer(attended, training=training), training=training)
-        mlp = self.fc2(self.activation(self.fc1(self.layernorm_after(hidden_states))))
-        hidden_states = hidden_states + self.drop_path(self.dropout_layer(mlp, training=training), training=training)
+        hidden_states = hidden_states + self._residual(attended, training)
+        tokens = ops.reshape(self.layernorm_after(hidden_states), (-1, self.hidden_size))  # (batch·seq, hidden)
+        mlp = ops.reshape(self.fc2(self.activation(self.fc1(tokens))), ops.shape(hidden_states))
+        hidden_states = hidden_states + self._residual(mlp, training)
         if return_attention_scores:
             return hidden_states, probs
         return hidden_states
+
+    def _residual(self, branch, training):
+        """A residual branch after dropout and stochastic depth."""
+        return self.drop_path(self.dropout_layer(branch, training=training), training=training)
 
     def enable_lora(self, rank, lora_alpha=None):
         """Low-rank adaptation (Hu et al. 2021) of the block's four projections.

@@ -355,14 +355,39 @@ class VisionTransformer(keras.Model):
         config = {"config": self.config.to_dict()}
         for name in self.construction_arguments():
             if name == "dtype":
-                config[name] = keras.dtype_policies.serialize(self.dtype_policy)
+                config[name] = keras.dtype_policies.serialize(self.layer_dtype_policies())
             else:
                 config[name] = getattr(self, name)
         return config
+
+    def layer_dtype_policies(self):
+        """The model's dtype policy, as a `DTypePolicyMap` by layer path once layers are quantized.
+
+        After `quantize("int8")` the quantized Dense layers (also those inside our layers) have
+        their own policies; the map records them so that `from_config` rebuilds those layers
+        with quantized weights (the keras-hub backbone pattern).
+        """
+        if isinstance(self.dtype_policy, keras.dtype_policies.DTypePolicyMap):
+            return self.dtype_policy
+        quantized = {
+            layer.path: layer.dtype_policy for layer in self._flatten_layers() if layer.quantization_mode is not None
+        }
+        if not quantized:
+            return self.dtype_policy
+        return keras.dtype_policies.DTypePolicyMap(default_policy=self.dtype_policy, policy_map=quantized)
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        policy_map = config.get("dtype")
+        if not isinstance(policy_map, keras.dtype_policies.DTypePolicyMap):
+            return cls(**config)
+        # Build in the default policy, then quantize the recorded layers (Keras' own
+        # `quantize`, so every layer keeps one concrete policy); loading sets their weights.
+        model = cls(**{**config, "dtype": policy_map.default_policy})
+        modes = {path: policy.quantization_mode for path, policy in policy_map.items()}
+        for mode in sorted({m for m in modes.values() if m is not None}):
+            model.quantize(mode, filters=lambda layer, mode=mode: modes.get(layer.path) == mode)
+        return model

@@ -1,0 +1,134 @@
+"""CPU micro-benchmarks of the choices inside keras_vit's layers, forward + backward, per backend.
+
+Each case times two ways of computing the same function on DeiT-S/16 training shapes
+(batch 16 at 224 px = 197 tokens, batch 8 at 384 px = 577 tokens; hidden 384, 6 heads):
+
+- attention: `explicit_attention` (two matmuls around a float32 softmax) vs `fused_attention`
+  (`keras.ops.dot_product_attention`);
+- projection: Dense on (batch, seq, 384) vs on its (batch·seq, 384) reshape, 384 → 1536;
+- gelu: exact (erf) vs the tanh approximation, on (batch, seq, 1536).
+
+The gradient is taken with the backend's own machinery (tf.function + GradientTape,
+jax.jit(jax.grad), torch autograd). Each backend runs in its own subprocess; within one,
+the two variants alternate and the table shows the median ms and the ratio b / a.
+
+Run: python benchmarks/cpu_layers.py [--backends tensorflow jax torch] [--repeats 7]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = {"224 px": (16, 197), "384 px": (8, 577)}
+HIDDEN, HEADS, MLP = 384, 6, 1536
+
+
+def fwd_bwd(fn, args):
+    """Returns a no-argument callable computing fn(*args) and d sum(fn) / d args."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        args = [tf.Variable(a) for a in args]
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(fn(*args))
+            return tape.gradient(loss, args)
+
+        return lambda: [g.numpy() for g in step()]
+    if backend == "jax":
+        import jax
+
+        grad = jax.jit(jax.grad(lambda *a: fn(*a).sum(), argnums=tuple(range(len(args)))))
+        return lambda: jax.block_until_ready(grad(*args))
+    import torch
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in args]
+
+    def step():
+        for t in tensors:
+            t.grad = None
+        fn(*tensors).sum().backward()
+
+    return step
+
+
+def cases(batch, seq):
+    import keras
+    import numpy as np
+    from keras import ops
+
+    from keras_vit.layers.attention import explicit_attention, fused_attention
+
+    rng = np.random.default_rng(0)
+    qkv = [rng.normal(size=(batch, seq, HEADS, HIDDEN // HEADS)).astype("float32") for _ in range(3)]
+    tokens = rng.normal(size=(batch, seq, HIDDEN)).astype("float32")
+    kernel = (rng.normal(size=(HIDDEN, MLP)) * 0.02).astype("float32")
+    wide = rng.normal(size=(batch, seq, MLP)).astype("float32")
+    yield "attention", "explicit", "fused", (
+        fwd_bwd(lambda q, k, v: explicit_attention(q, k, v)[0], qkv),
+        fwd_bwd(fused_attention, qkv),
+    )
+    yield "projection", "3-D", "2-D reshape", (
+        fwd_bwd(lambda x, w: ops.matmul(x, w), [tokens, kernel]),
+        fwd_bwd(lambda x, w: ops.matmul(ops.reshape(x, (-1, HIDDEN)), w), [tokens, kernel]),
+    )
+    yield "gelu", "exact", "tanh", (
+        fwd_bwd(lambda x: ops.gelu(x, approximate=False), [wide]),
+        fwd_bwd(lambda x: ops.gelu(x, approximate=True), [wide]),
+    )
+    keras.backend.clear_session()
+
+
+def worker(repeats):
+    rows = []
+    for shape_name, (batch, seq) in SHAPES.items():
+        for case, name_a, name_b, (run_a, run_b) in cases(batch, seq):
+            times = ([], [])
+            for i in range(repeats + 2):
+                for run, out in zip((run_a, run_b), times):
+                    start = time.perf_counter()
+                    run()
+                    if i >= 2:
+                        out.append(time.perf_counter() - start)
+            a, b = (statistics.median(t) * 1e3 for t in times)
+            rows.append([case, shape_name, name_a, a, name_b, b])
+    print(json.dumps(rows), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} cores; load average {os.getloadavg()}; median of {args.repeats} alternated runs\n")
+    print("| backend | case | shape | a | a ms | b | b ms | b / a |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for backend in args.backends:
+        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        result = subprocess.run(
+            [sys.executable, __file__, "--worker", str(args.repeats)], env=env, capture_output=True, text=True
+        )
+        if result.returncode:
+            print(f"{backend} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+            continue
+        for case, shape, name_a, a, name_b, b in json.loads(result.stdout.strip().splitlines()[-1]):
+            print(f"| {backend} | {case} | {shape} | {name_a} | {a:.1f} | {name_b} | {b:.1f} | {b / a:.2f} |", flush=True)
+    print(f"\nload average {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(int(sys.argv[2]))
+    else:
+        main()

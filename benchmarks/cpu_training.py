@@ -1,0 +1,226 @@
+"""CPU training step: keras_vit (TensorFlow, JAX, PyTorch backends) vs keras-hub and transformers.
+
+One training step = forward + backward + AdamW update on random data, DeiT-S/16 dimensions
+(hidden 384, 12 layers, 6 heads, MLP 1536, patch 16, no distillation token: every peer has
+this ViT architecture), 10 classes, float32. keras_vit and keras-hub train through
+`train_on_batch` after `compile(AdamW, sparse cross-entropy)`; transformers (PyTorch, sdpa
+attention) through `loss.backward()` and `torch.optim.AdamW`.
+
+Each framework runs in its own subprocess (one process per framework, resolution and
+repeat), so peak RSS (`ru_maxrss`, whole process: runtime, weights, optimizer state and
+activations) is its own. Frameworks are alternated round-robin within each repeat so
+background load hits all alike; the tables show medians over repeats and the ratio to
+transformers measured in the same run (below 1.0: faster / smaller than transformers).
+
+The sweep (`--sweep-resolutions`) trains the `--sweep-frameworks` at a fixed batch on growing
+images (tokens = (res/16)^2 + 1) to show how time and memory grow with the token count.
+
+Peers install with:  pip install keras-hub transformers torch==2.13.0
+Quick run:   python benchmarks/cpu_training.py --frameworks keras_vit-torch transformers --resolutions 224
+Full table:  python benchmarks/cpu_training.py --repeats 3 --sweep-resolutions 224 384 512
+Before/after in one run: --baseline DIR adds keras_vit from another checkout (e.g. `git worktree add DIR main`).
+"""
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, patch_size=16)
+NUM_LABELS = 10
+FRAMEWORKS = ("keras_vit-tensorflow", "keras_vit-jax", "keras_vit-torch", "keras-hub", "transformers")
+BATCHES = {224: 16, 384: 8}
+PEER = "transformers"
+
+
+def _torch_step(res, x, y):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        **DEIT_SMALL, image_size=res, num_labels=NUM_LABELS, attn_implementation="sdpa"
+    )
+    model = transformers.ViTForImageClassification(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    pixels, labels = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y)
+
+    def step():
+        optimizer.zero_grad()
+        model(pixel_values=pixels, labels=labels).loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _keras_step(framework, res, x, y, jit_compile):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if framework == "keras-hub":
+        import keras_hub
+
+        backbone = keras_hub.models.ViTBackbone(
+            image_shape=(res, res, 3),
+            patch_size=DEIT_SMALL["patch_size"],
+            num_layers=DEIT_SMALL["num_hidden_layers"],
+            num_heads=DEIT_SMALL["num_attention_heads"],
+            hidden_dim=DEIT_SMALL["hidden_size"],
+            mlp_dim=DEIT_SMALL["intermediate_size"],
+        )
+        model = keras_hub.models.ViTImageClassifier(
+            backbone=backbone, num_classes=NUM_LABELS, preprocessor=None, activation=None
+        )
+    else:
+        import keras_vit
+
+        model = keras_vit.ViTForImageClassification(
+            keras_vit.ViTConfig(**DEIT_SMALL, image_size=res, num_labels=NUM_LABELS)
+        )
+    jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
+    model.compile(
+        keras.optimizers.AdamW(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
+    return lambda: model.train_on_batch(x, y)
+
+
+def worker(framework, res, batch, steps, jit_compile):
+    """Runs in the subprocess: prints one JSON line with the median step time and peak RSS."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (batch, res, res, 3)).astype("float32")
+    y = rng.integers(0, NUM_LABELS, (batch,))
+    if framework == PEER:
+        import torch
+
+        torch.set_num_threads(os.cpu_count())
+        step = _torch_step(res, x, y)
+    else:
+        step = _keras_step(framework, res, x, y, jit_compile)
+    step()  # builds / traces / compiles
+    step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    print(json.dumps({"step_s": statistics.median(times), "peak_rss_bytes": peak}), flush=True)
+
+
+def run_one(framework, res, batch, steps, jit_compile, baseline=None):
+    """Launches one worker subprocess; returns (seconds per step, peak RSS GiB) or None on failure."""
+    name = framework.removesuffix("@baseline")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(baseline if framework != name else ROOT)}
+    env["KERAS_BACKEND"] = name.split("-", 1)[1] if name.startswith("keras_vit-") else "tensorflow"
+    command = [sys.executable, __file__, "--worker", name, str(res), str(batch), str(steps), jit_compile]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode or not lines:
+        print(f"  {framework} {res} px failed:\n{result.stderr[-2000:]}", file=sys.stderr, flush=True)
+        return None
+    out = json.loads(lines[-1])
+    return out["step_s"], out["peak_rss_bytes"] / 2**30
+
+
+def load():
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure(frameworks, settings, repeats, steps, jit_compile, baseline):
+    """Returns {(framework, res, batch): (median s, median GiB)}, alternating frameworks in each repeat."""
+    samples = {(f, r, b): [] for r, b in settings for f in frameworks}
+    for repeat in range(repeats):
+        for res, batch in settings:
+            for framework in frameworks:
+                out = run_one(framework, res, batch, steps, jit_compile, baseline)
+                if out:
+                    samples[framework, res, batch].append(out)
+                    print(f"  repeat {repeat}: {framework} {res} px batch {batch}: {out[0]:.2f} s, "
+                          f"{out[1]:.2f} GiB ({load()})", file=sys.stderr, flush=True)
+    return {
+        key: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v)) if v else None
+        for key, v in samples.items()
+    }
+
+
+def cell(result, peer):
+    if result is None:
+        return "failed"
+    text = f"{result[0]:.2f} s, {result[1]:.2f} GiB"
+    if peer and result is not peer:
+        text += f" ({result[0] / peer[0]:.2f}x, {result[1] / peer[1]:.2f}x)"
+    return text
+
+
+def print_table(results, frameworks, settings):
+    print("| resolution, batch | " + " | ".join(frameworks) + " |")
+    print("| --- " * (len(frameworks) + 1) + "|")
+    for res, batch in settings:
+        peer = results.get((PEER, res, batch))
+        cells = [cell(results[f, res, batch], peer) for f in frameworks]
+        print(f"| {res} px, {batch} | " + " | ".join(cells) + " |", flush=True)
+
+
+def versions():
+    names = ("keras", "tensorflow", "jax", "torch", "transformers", "keras-hub")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return ", ".join(found)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
+    parser.add_argument("--resolutions", type=int, nargs="*", default=list(BATCHES), choices=list(BATCHES))
+    parser.add_argument("--repeats", type=int, default=3, help="processes per framework and setting")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per process, after 2 warm-up steps")
+    parser.add_argument("--sweep-resolutions", type=int, nargs="*", default=[])
+    parser.add_argument("--sweep-frameworks", nargs="+", default=["keras_vit-torch", PEER], choices=FRAMEWORKS)
+    parser.add_argument("--sweep-batch", type=int, default=4)
+    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
+                        help="Keras compile(jit_compile=...) for keras_vit and keras-hub")
+    parser.add_argument("--baseline", type=Path, help="another keras_vit checkout, run as keras_vit-*@baseline")
+    args = parser.parse_args()
+
+    def with_baseline(names):
+        return list(names) + [f"{f}@baseline" for f in names if args.baseline and f.startswith("keras_vit-")]
+
+    frameworks, sweep_frameworks = with_baseline(args.frameworks), with_baseline(args.sweep_frameworks)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; {load()}")
+    print(f"versions: {versions()}; python {platform.python_version()}")
+    print(f"DeiT-S/16 dims, {NUM_LABELS} classes, float32, AdamW; median over {args.repeats} processes of the "
+          f"median of {args.steps} steps; jit_compile={args.jit_compile}; cells: s/step, peak RSS "
+          f"(ratio to {PEER} time, memory)\n", flush=True)
+    settings = [(res, BATCHES[res]) for res in args.resolutions]
+    if settings:
+        results = measure(frameworks, settings, args.repeats, args.steps, args.jit_compile, args.baseline)
+        print_table(results, frameworks, settings)
+    if args.sweep_resolutions:
+        sweep = [(res, args.sweep_batch) for res in args.sweep_resolutions]
+        results = measure(sweep_frameworks, sweep, args.repeats, args.steps, args.jit_compile, args.baseline)
+        print(f"\nresolution sweep, batch {args.sweep_batch} (tokens = (res/16)^2 + 1)\n")
+        print_table(results, sweep_frameworks, sweep)
+    print(f"\n{load()}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    else:
+        main()

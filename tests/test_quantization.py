@@ -1,0 +1,71 @@
+"""int8 quantization (`model.quantize("int8")`) survives `.keras` save/load and SavedModel export."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_vit
+from keras_vit.export import export_saved_model
+from tests.conftest import tiny_config
+
+
+def _quantized(cls):
+    model = cls(tiny_config(cls))
+    model.quantize("int8")
+    return model
+
+
+def _int8_kernels(model):
+    return sorted(v.path for v in model.weights if v.path.endswith("kernel") and v.dtype == "int8")
+
+
+def _outputs(model, images):
+    return {k: keras.ops.convert_to_numpy(v) for k, v in model(images).items()}
+
+
+@pytest.mark.parametrize("cls", keras_vit.MODEL_CLASSES, ids=lambda c: c.__name__)
+def test_quantized_model_round_trips_through_keras_file(cls, images, tmp_path):
+    model = _quantized(cls)
+    kernels = _int8_kernels(model)
+    # Every Dense is int8: qkv, output, fc1, fc2 of both blocks, plus the task's dense heads.
+    assert sum(k.endswith(("qkv/kernel", "output/kernel", "fc1/kernel", "fc2/kernel")) for k in kernels) == 8
+    expected = _outputs(model, images)
+    model.save(tmp_path / "model.keras")
+    for safe_mode in (True, False):
+        loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=safe_mode)
+        assert type(loaded) is cls
+        assert _int8_kernels(loaded) == kernels
+        got = _outputs(loaded, images)
+        assert got.keys() == expected.keys()
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name])
+    # A reloaded model saves and reloads again.
+    loaded.save(tmp_path / "again.keras")
+    again = keras.saving.load_model(tmp_path / "again.keras")
+    got = _outputs(again, images)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_quantized_logits_stay_close_to_float32(images):
+    cls = keras_vit.ViTForImageClassification
+    model = cls(tiny_config(cls))
+    reference = _outputs(model, images)["logits"]
+    model.quantize("int8")
+    quantized = _outputs(model, images)["logits"]
+    assert 0 < np.abs(quantized - reference).max() < 0.05
+
+
+def test_float32_config_keeps_a_plain_policy():
+    model = keras_vit.ViTModel(tiny_config())
+    assert model.get_config()["dtype"]["class_name"] == "DTypePolicy"
+
+
+@pytest.mark.parametrize("cls", [keras_vit.ViTForImageClassification, keras_vit.DeiTModel], ids=lambda c: c.__name__)
+def test_quantized_model_exports_int8_variables(cls, tmp_path):
+    model = _quantized(cls)
+    # export verifies both signatures against the quantized Keras model before publishing.
+    path = export_saved_model(model, tmp_path, verbose=False)
+    dtypes = tf.train.load_checkpoint(str(path / "variables" / "variables")).get_variable_to_dtype_map()
+    assert sum(dtype == tf.int8 for dtype in dtypes.values()) == len(_int8_kernels(model))
