@@ -53,6 +53,7 @@ def main(argv=None):
         print(f"\n##### seed {seed_args.seed} #####")
         data, *_, results = job.run(seed_args)
         runs.append(results)
+        print(f"seed {seed_args.seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()), flush=True)
     wall = time.time() - start
 
     budget = job_args[0]

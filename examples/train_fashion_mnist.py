@@ -23,7 +23,7 @@ attention from a convnet teacher, most with hard distillation. The job:
 5. writes an attention-rollout figure (input and [CLS] rollout overlay for several test
    images) and the training curves (matplotlib PNGs), and prints where each file went.
 
-Run:  python examples/train_fashion_mnist.py [--epochs 10] [--train-size 10000] [--output runs/fashion_mnist]
+Run:  python examples/train_fashion_mnist.py [--epochs 12] [--train-size 5000] [--output runs/fashion_mnist]
 Quick check:  python examples/train_fashion_mnist.py --subset 512 --epochs 1
 """
 
@@ -167,17 +167,19 @@ def training_batches(images, labels, batch_size, seed):
 
 # === Models ===
 def make_teacher(image_size, num_labels):
-    """A small convnet (three conv-BatchNorm-ReLU stages, ~94k weights), the DeiT teacher (the paper uses a RegNet)."""
+    """A small convnet (two conv-BatchNorm-ReLU-max-pool stages, a linear classifier), the DeiT teacher.
+
+    The paper's teacher is a RegNetY; what matters is a convnet clearly better than the student.
+    """
     layers = [keras.Input((image_size, image_size, 1))]
-    for filters in (32, 64, 128):
+    for filters in (32, 64):
         layers += [
             keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
             keras.layers.BatchNormalization(momentum=0.9),
             keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(),
         ]
-        if filters != 128:
-            layers.append(keras.layers.MaxPooling2D())
-    layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(num_labels)]
+    layers += [keras.layers.Flatten(), keras.layers.Dropout(0.3), keras.layers.Dense(num_labels)]
     return keras.Sequential(layers, name="cnn_teacher")
 
 
@@ -305,6 +307,7 @@ def plot_attention_rollout(student, images, labels, class_names, path):
 def plot_training_curves(histories, path):
     """Validation accuracy and training loss per epoch of the teacher and each student."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, history in histories.items():
@@ -314,6 +317,7 @@ def plot_training_curves(histories, path):
     left.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy (held-out training images)")
     right.set(xlabel="epoch", ylabel="loss", title="Training loss (each model's own objective)")
     for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
@@ -331,8 +335,8 @@ def _save_figure(figure, path):
 # === The job ===
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10, help="epochs for the teacher and each student")
-    parser.add_argument("--train-size", type=int, default=10000, help="training images (data-limited students)")
+    parser.add_argument("--epochs", type=int, default=12, help="epochs for the teacher and each student")
+    parser.add_argument("--train-size", type=int, default=5000, help="training images (data-limited students)")
     parser.add_argument("--subset", type=int, help="quick run: at most this many training and test images")
     parser.add_argument("--hidden-size", type=int, default=64, help="DeiT width")
     parser.add_argument("--batch-size", type=int, default=128)
