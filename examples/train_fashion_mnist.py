@@ -349,6 +349,8 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"Expected --{name.replace('_', '-')} >= 1. Received: {value}")
+    if not args.learning_rate > 0:
+        parser.error(f"Expected --learning-rate > 0. Received: {args.learning_rate}")
     return args
 
 

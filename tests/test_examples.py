@@ -97,6 +97,20 @@ def test_to_pixel_values_matches_the_exported_preprocessing():
     np.testing.assert_allclose(pixel_values[0, ..., 0], (images[0] / 255 - 0.5) / 0.5, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "Expected --epochs >= 1. Received: 0"),
+        (["--subset", "-5"], "Expected --subset >= 1. Received: -5"),
+        (["--learning-rate", "0"], "Expected --learning-rate > 0. Received: 0.0"),
+    ],
+)
+def test_main_job_rejects_bad_flags_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _main_job_module().parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_main_job_distils_saves_reloads_and_serves(tmp_path):
     result = subprocess.run(
