@@ -1,13 +1,25 @@
-"""The main job runs end to end, and README's commands stay true."""
+"""The main job runs end to end, its data loader reads idx files, and README's commands stay true."""
 
+import gzip
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+MAIN_JOB = ROOT / "examples" / "train_fashion_mnist.py"
+
+
+def _main_job_module():
+    spec = importlib.util.spec_from_file_location("train_fashion_mnist", MAIN_JOB)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _readme_commands():
@@ -18,27 +30,111 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_second():
     text = (ROOT / "README.md").read_text()
     commands = _readme_commands()
     assert text.startswith("# keras_vit\n\n```bash\n")
-    assert "examples/train_digits.py" in commands[0]
+    # One line for a fresh Debian machine: the data package, then the project, then the main job.
+    steps = commands[0].split(" && ")
+    assert steps.index("apt-get install -y dataset-fashion-mnist python3-venv") < steps.index("python3 -m venv .venv")
+    assert "pip install -e '.[examples,serving]'" in steps
+    assert steps[-1] == "python examples/train_fashion_mnist.py"
     assert "pytest" in commands[1]
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert ci_lines[-1] == commands[1]  # .ci/run runs exactly README's test command
 
 
+def _write_idx(path, array, header=None):
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    header = bytes([0, 0, 8, array.ndim]) if header is None else header
+    path.write_bytes(gzip.compress(header + dims + array.astype("uint8").tobytes()))
+
+
+def test_read_idx_reads_shape_and_values(tmp_path):
+    array = np.arange(24, dtype="uint8").reshape(2, 3, 4)
+    _write_idx(tmp_path / "images.gz", array)
+    read = _main_job_module().read_idx(tmp_path / "images.gz")
+    assert read.dtype == np.uint8 and read.shape == (2, 3, 4)
+    np.testing.assert_array_equal(read, array)
+
+
+def test_read_idx_rejects_other_types_and_truncated_files(tmp_path):
+    module = _main_job_module()
+    _write_idx(tmp_path / "float.gz", np.zeros((2, 2)), header=bytes([0, 0, 0x0D, 2]))  # 0x0D: float32
+    with pytest.raises(ValueError, match=r"Expected a uint8 idx file \(header 00 00 08\).*000d02"):
+        module.read_idx(tmp_path / "float.gz")
+    truncated = gzip.compress(bytes([0, 0, 8, 1]) + (5).to_bytes(4, "big") + bytes(3))
+    (tmp_path / "short.gz").write_bytes(truncated)
+    with pytest.raises(ValueError, match=r"Expected 5 values for shape \(5,\)\. Received: 3"):
+        module.read_idx(tmp_path / "short.gz")
+
+
+def test_load_dataset_reads_fashion_mnist_files_and_splits_them(tmp_path):
+    rng = np.random.default_rng(0)
+    files = _main_job_module().FASHION_MNIST_FILES
+    x_train, y_train = rng.integers(0, 256, (50, 28, 28)), np.arange(50) % 10
+    x_test, y_test = rng.integers(0, 256, (7, 28, 28)), np.arange(7) % 10
+    for key, array in {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}.items():
+        _write_idx(tmp_path / files[key], array)
+    data = _main_job_module().load_dataset(train_size=30, val_size=5, seed=0, directory=tmp_path)
+    assert data.name == "Fashion-MNIST" and data.class_names[9] == "Ankle boot"
+    assert data.x_train.shape == (30, 28, 28) and data.x_val.shape == (5, 28, 28) and data.x_test.shape == (7, 28, 28)
+    np.testing.assert_array_equal(data.x_test, x_test)
+    # Training and validation images are distinct rows of the training file, labels kept with them.
+    rows = {tuple(image.ravel()): label for image, label in zip(x_train, y_train)}
+    seen = [tuple(image.ravel()) for image in np.concatenate([data.x_train, data.x_val])]
+    assert len(set(seen)) == 35 and all(rows[r] == y for r, y in zip(seen, np.concatenate([data.y_train, data.y_val])))
+
+
+def test_load_dataset_falls_back_to_digits_and_says_so(tmp_path, capsys):
+    data = _main_job_module().load_dataset(train_size=10_000, val_size=2000, seed=0, directory=tmp_path)
+    assert f"Fashion-MNIST is not installed in {tmp_path}" in capsys.readouterr().out
+    assert data.name == "scikit-learn digits" and data.x_train.shape[1:] == (8, 8)
+    assert len(data.x_test) == 450 and len(data.x_val) == 1347 // 5 and len(data.x_train) == 1347 - 1347 // 5
+
+
+def test_to_pixel_values_matches_the_exported_preprocessing():
+    images = np.array([[[0, 255], [51, 128]]], dtype="uint8")
+    pixel_values = _main_job_module().to_pixel_values(images)
+    assert pixel_values.shape == (1, 2, 2, 1) and pixel_values.dtype == np.float32
+    # ViTImageProcessor defaults: (x / 255 - 0.5) / 0.5.
+    np.testing.assert_allclose(pixel_values[0, ..., 0], (images[0] / 255 - 0.5) / 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "Expected --epochs >= 1. Received: 0"),
+        (["--subset", "-5"], "Expected --subset >= 1. Received: -5"),
+        (["--learning-rate", "0"], "Expected --learning-rate > 0. Received: 0.0"),
+    ],
+)
+def test_main_job_rejects_bad_flags_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _main_job_module().parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.mark.slow
-def test_main_job_trains_saves_reloads_and_classifies(tmp_path):
+def test_main_job_distils_saves_reloads_and_serves(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "train_digits.py"), "--epochs", "2", "--output", str(tmp_path)],
+        [sys.executable, str(MAIN_JOB), "--subset", "256", "--epochs", "1", "--output", str(tmp_path)],
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    accuracies = dict(re.findall(r"(\w+) ([01]\.\d{4})", result.stdout.split("Held-out accuracy:")[-1]))
-    assert set(accuracies) == {"vit", "teacher", "deit_none", "deit_hard"}
-    assert float(accuracies["teacher"]) > 0.2, accuracies  # twice chance (0.1) after 2 epochs
-    keras_lines = re.findall(r"(test_\d\d_label_\d\.png): predicted (\d) \(confidence 0\.\d{3}\)", result.stdout)
-    served_lines = re.findall(r"(test_\d\d_label_\d\.png): SavedModel predicts (\d) \(score 0\.\d{3}\)", result.stdout)
-    assert len(keras_lines) == 5 and served_lines == keras_lines  # the served model agrees with the reloaded one
-    for name in ("vit_digits.keras", "deit_digits.keras", "attention_overlay.png", "serving/vit/1/saved_model.pb"):
+    summary = result.stdout.split("Held-out accuracy:")[-1]
+    accuracies = {name: float(value) for name, value in re.findall(r"(\w+) ([01]\.\d{4})", summary)}
+    assert set(accuracies) == {"teacher", "deit_none", "deit_soft", "deit_hard"}
+    table_row = re.search(r"^\| ([01]\.\d{4}) \| ([01]\.\d{4}) \| ([01]\.\d{4}) \| ([01]\.\d{4}) \|$", result.stdout, re.M)
+    assert [float(v) for v in table_row.groups()] == [accuracies[k] for k in ("teacher", "deit_none", "deit_soft", "deit_hard")]
+    keras_lines = re.findall(r"^(test_\d\d\.png): reloaded \.keras predicts (.+) \(confidence", result.stdout, re.M)
+    served_lines = re.findall(r"^(test_\d\d\.png): SavedModel serving_default predicts (.+) \(score", result.stdout, re.M)
+    assert len(keras_lines) == 8 and served_lines == keras_lines  # the served model agrees with the reloaded one
+    assert "agrees with the reloaded .keras model on 8/8 images" in result.stdout
+    for name in ("deit_hard.keras", "serving/deit/1/saved_model.pb", "png/test_07.png"):
         assert (tmp_path / name).is_file(), name
+    for printed in ("deit_hard.keras", "serving/deit/1", "png"):  # the job says where each file went
+        assert f": {tmp_path / printed}\n" in result.stdout, printed
+    for figure in ("attention_rollout.png", "training_curves.png"):
+        assert f": {tmp_path / figure}\n" in result.stdout
+        with Image.open(tmp_path / figure) as image:
+            assert image.format == "PNG" and image.width >= 800 and image.height >= 400, image.size
 
 
 @pytest.mark.slow  # ~85 s on 2 shared cores

@@ -1,0 +1,426 @@
+"""Fashion-MNIST: a CNN teacher and one small DeiT trained three ways (no, soft, hard distillation); serve it.
+
+DeiT's claim (Touvron et al. 2021, "Training data-efficient image transformers &
+distillation through attention", section 5.2 and Table 3) on a data set that fits two CPU
+cores: a vision transformer trained with limited data gains from distillation through
+attention from a convnet teacher, most with hard distillation. The job:
+
+1. loads Zalando's Fashion-MNIST (60,000 + 10,000 grey 28x28 images of 10 clothing
+   classes; MIT licence) from Debian's `dataset-fashion-mnist` package
+   (`/usr/share/datasets/fashion-mnist/`, the original idx `.gz` files). Without the
+   package it says so and falls back to scikit-learn's 8x8 digits;
+2. trains a small CNN teacher, then the same small `DeiTForImageClassificationWithTeacher`
+   three times with `keras_vit.distillation.DistillationTrainer`: labels only
+   (`distillation="none"`), soft and hard distillation from the teacher. The DeiT recipe,
+   scaled down: AdamW (weight decay 0.05), linear warm-up then cosine decay, label
+   smoothing 0.1 on the labels, random flips, shifts and RandomErasing (Keras layers). The
+   students see `--train-size` training images (data-limited, where DeiT shows the gain);
+3. prints the held-out accuracy of the teacher and each student on the test images;
+4. saves the hard-distilled DeiT as `.keras`; a fresh Python process reloads it, classifies
+   test PNG files, exports it for TF Serving (`keras_vit.export.export_saved_model`) and
+   sends the PNG bytes through the SavedModel's `serving_default` signature, checking that
+   both agree;
+5. writes an attention-rollout figure (input and [CLS] rollout overlay for several test
+   images) and the training curves (matplotlib PNGs), and prints where each file went.
+
+Run:  python examples/train_fashion_mnist.py [--epochs 12] [--train-size 5000] [--output runs/fashion_mnist]
+Quick check:  python examples/train_fashion_mnist.py --subset 512 --epochs 1
+"""
+
+import argparse
+import collections
+import gzip
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import keras_vit  # noqa: E402
+from keras_vit.atomic import atomic_path  # noqa: E402
+from keras_vit.attention_maps import attention_maps, attention_rollout, cls_attention_map  # noqa: E402
+from keras_vit.distillation import DistillationTrainer  # noqa: E402
+from keras_vit.export import export_saved_model  # noqa: E402
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+GRID = 4  # patches per side: 28 px -> patch 7, 8 px (digits fallback) -> patch 2
+STUDENTS = ("none", "soft", "hard")
+NUM_SERVED = 8  # test images sent as PNG bytes through the SavedModel and shown in the rollout figure
+
+Dataset = collections.namedtuple("Dataset", "name x_train y_train x_val y_val x_test y_test class_names")
+
+
+# === Data ===
+def read_idx(path):
+    """Reads a gzipped idx file (the MNIST format): two zero bytes, type 0x08 (uint8), rank, big-endian dims, data.
+
+    Returns:
+        uint8 array of the stored shape, e.g. (60000, 28, 28) images or (60000,) labels.
+
+    Raises:
+        ValueError: a file that is not a uint8 idx file or whose size does not match its dims.
+    """
+    data = gzip.decompress(Path(path).read_bytes())
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"Expected a uint8 idx file (header 00 00 08). Received: {path} starting {data[:4].hex()}")
+    rank = data[3]
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=rank, offset=4))
+    values = np.frombuffer(data, np.uint8, offset=4 + 4 * rank)
+    if values.size != int(np.prod(shape)):
+        raise ValueError(f"Expected {int(np.prod(shape))} values for shape {shape}. Received: {values.size} in {path}")
+    return values.reshape(shape)
+
+
+def load_dataset(train_size, val_size, seed, directory=FASHION_MNIST_DIR):
+    """Fashion-MNIST from Debian's package (or scikit-learn's digits without it), split for the job.
+
+    The training images are shuffled with `seed`; the first `train_size` train the models
+    and the last `val_size` (never trained on) give the per-epoch validation curve. The
+    test images are the held-out set.
+
+    Returns:
+        `Dataset`: uint8 images (n, height, width) in [0, 255], int32 labels (n,), class names.
+    """
+    paths = {key: Path(directory) / name for key, name in FASHION_MNIST_FILES.items()}
+    if all(path.is_file() for path in paths.values()):
+        name, arrays, class_names = "Fashion-MNIST", {k: read_idx(p) for k, p in paths.items()}, FASHION_MNIST_CLASSES
+    else:
+        print(
+            f"Fashion-MNIST is not installed in {directory} (Debian: apt-get install -y dataset-fashion-mnist); "
+            "falling back to scikit-learn's 8x8 handwritten digits (1,797 images)."
+        )
+        name, arrays, class_names = "scikit-learn digits", _digits(seed), tuple(str(i) for i in range(10))
+    order = np.random.default_rng(seed).permutation(len(arrays["x_train"]))
+    val_size = min(val_size, len(order) // 5)
+    train, val = order[: min(train_size, len(order) - val_size)], order[len(order) - val_size :]
+    x, y = arrays["x_train"], arrays["y_train"].astype("int32")
+    return Dataset(
+        name, x[train], y[train], x[val], y[val], arrays["x_test"], arrays["y_test"].astype("int32"), class_names
+    )
+
+
+def _digits(seed):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images / 16.0 * 255).astype("uint8")  # ink counts 0..16 -> 0..255
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, digits.target, test_size=0.25, random_state=seed, stratify=digits.target
+    )
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def to_pixel_values(images):
+    """uint8 (n, height, width) -> float32 (n, height, width, 1) in [-1, 1].
+
+    The `ViTImageProcessor` defaults (rescale by 1/255, normalise with mean = std = 0.5),
+    which `export_saved_model` applies to served image bytes when given no processor.
+    """
+    return (np.asarray(images, "float32")[..., None] / 127.5 - 1.0).astype("float32")
+
+
+def make_augmentation(seed):
+    """Light augmentation on pixel_values in [-1, 1]: horizontal flips, shifts of up to 10 %, RandomErasing.
+
+    RandomErasing as DeiT (Zhong et al. 2020; probability 0.25, random-normal fill).
+    """
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", fill_value=-1.0, seed=seed),
+            keras.layers.RandomErasing(factor=(0.1, 0.1), scale=(0.02, 0.2), value_range=(-1.0, 1.0), seed=seed),
+        ],
+        name="augmentation",
+    )
+
+
+def training_batches(images, labels, batch_size, seed):
+    """A shuffled, augmented `tf.data.Dataset` of (pixel_values, labels) batches, reshuffled every epoch.
+
+    The batch augmentation is the place for MixUp/CutMix (`keras.layers.MixUp` on
+    {"images", "labels"} with one-hot labels) once the trainer takes soft labels.
+    """
+    augmentation = make_augmentation(seed)
+    dataset = tf.data.Dataset.from_tensor_slices((to_pixel_values(images), labels))
+    dataset = dataset.shuffle(len(images), seed=seed).batch(batch_size)
+    dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# === Models ===
+def make_teacher(image_size, num_labels):
+    """A small convnet (two conv-BatchNorm-ReLU-max-pool stages, a linear classifier), the DeiT teacher.
+
+    The paper's teacher is a RegNetY; what matters is a convnet clearly better than the student.
+    """
+    layers = [keras.Input((image_size, image_size, 1))]
+    for filters in (32, 64):
+        layers += [
+            keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(momentum=0.9),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(),
+        ]
+    layers += [keras.layers.Flatten(), keras.layers.Dropout(0.3), keras.layers.Dense(num_labels)]
+    return keras.Sequential(layers, name="cnn_teacher")
+
+
+def make_student(image_size, class_names, hidden_size, seed):
+    """The DeiT student: a 4x4 patch grid, `hidden_size` wide, 4 blocks of 4 heads, grey input."""
+    keras.utils.set_random_seed(seed)
+    config = keras_vit.DeiTConfig(
+        image_size=image_size,
+        patch_size=image_size // GRID,
+        encoder_stride=image_size // GRID,
+        num_channels=1,
+        hidden_size=hidden_size,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden_size,
+        id2label=dict(enumerate(class_names)),
+    )
+    return keras_vit.DeiTForImageClassificationWithTeacher(config)
+
+
+def fit(model, train, val, epochs, learning_rate, loss=None):
+    """AdamW (weight decay 0.05) with one epoch of linear warm-up, then cosine decay to 0; returns the History."""
+    steps_per_epoch = int(train.cardinality())
+    warmup = steps_per_epoch if epochs > 1 else 0
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else learning_rate,
+        decay_steps=max(epochs * steps_per_epoch - warmup, 1),
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    model.compile(keras.optimizers.AdamW(schedule, weight_decay=0.05), loss=loss, metrics=["accuracy"])
+    return model.fit(train, epochs=epochs, validation_data=val, verbose=1 if sys.stdout.isatty() else 2)
+
+
+def train_students(data, teacher, args):
+    """The same student (same initial weights) trained without, with soft and with hard distillation.
+
+    Returns:
+        dict mode -> (trained student, History).
+    """
+    students = {}
+    val = (to_pixel_values(data.x_val), data.y_val)
+    for mode in STUDENTS:
+        print(f"\n=== DeiT student, distillation={mode!r} ===")
+        student = make_student(data.x_train.shape[1], data.class_names, args.hidden_size, args.seed)
+        trainer = DistillationTrainer(
+            student, teacher if mode != "none" else None, distillation=mode, label_smoothing=0.1
+        )
+        train = training_batches(data.x_train, data.y_train, args.batch_size, args.seed)
+        students[mode] = (student, fit(trainer, train, val, args.epochs, args.learning_rate))
+    return students
+
+
+def accuracy(model, images, labels):
+    """Top-1 accuracy of `model` (logits, or a dict with `logits`) on uint8 images."""
+    outputs = model.predict(to_pixel_values(images), batch_size=500, verbose=0)
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+# === Saving, reloading and serving ===
+def write_pngs(images, directory):
+    """Writes uint8 grey images as `test_00.png`, ...; returns their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(directory / f"test_{i:02d}.png")
+        Image.fromarray(image, mode="L").save(paths[-1])
+    return paths
+
+
+def serve(model_path, export_base, png_paths):
+    """Reloads a `.keras` DeiT, classifies PNG files, exports it for TF Serving and serves the PNG bytes.
+
+    Runs in a fresh process (`--serve`): nothing but the files on disk is shared with the
+    training run. Prints one line per image for each path and whether they agree.
+    """
+    model = keras.saving.load_model(model_path)
+    id2label = model.config.id2label
+    pixel_values = to_pixel_values(np.stack([np.asarray(Image.open(p).convert("L")) for p in png_paths]))
+    probabilities = np.asarray(keras.ops.softmax(model.predict(pixel_values, verbose=0)["logits"], axis=-1))
+    for path, p in zip(png_paths, probabilities):
+        print(f"{Path(path).name}: reloaded .keras predicts {id2label[int(p.argmax())]} (confidence {p.max():.3f})")
+
+    encoded = [Path(p).read_bytes() for p in png_paths]
+    version = export_saved_model(model, export_base, version=1, overwrite=True, sample_images=encoded, verbose=False)
+    served = tf.saved_model.load(str(version)).signatures["serving_default"](images=tf.constant(encoded))
+    for path, label, score in zip(png_paths, served["label"].numpy(), served["score"].numpy()):
+        print(f"{Path(path).name}: SavedModel serving_default predicts {label.decode()} (score {score:.3f})")
+    same = np.argmax(served["probabilities"].numpy(), -1) == probabilities.argmax(-1)
+    difference = np.max(np.abs(served["probabilities"].numpy() - probabilities))
+    print(
+        f"SavedModel {version} agrees with the reloaded .keras model on {int(same.sum())}/{len(same)} images "
+        f"(max |probability difference| {difference:.1e})"
+    )
+
+
+# === Figures ===
+def plot_attention_rollout(student, images, labels, class_names, path):
+    """Input and [CLS] attention-rollout overlay (Abnar & Zuidema 2020) for each image, class names as titles."""
+    import matplotlib.pyplot as plt
+
+    pixel_values = to_pixel_values(images)
+    predicted = np.argmax(student.predict(pixel_values, verbose=0)["logits"], axis=-1)
+    rollout = attention_rollout(attention_maps(student, pixel_values))
+    maps = keras.ops.convert_to_numpy(cls_attention_map(rollout, student.config.grid_size, num_prefix_tokens=2))
+    height, width = images.shape[1:]
+    figure, axes = plt.subplots(2, len(images), figsize=(1.9 * len(images), 4.4), squeeze=False)
+    for i, (image, attention) in enumerate(zip(images, maps)):
+        top, bottom = axes[0, i], axes[1, i]
+        top.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        top.set_title(f"{class_names[labels[i]]}\npredicted: {class_names[predicted[i]]}", fontsize=9)
+        bottom.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        bottom.imshow(attention, cmap="jet", alpha=0.5, interpolation="bilinear", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+        for axis in (top, bottom):
+            axis.set_xticks([])
+            axis.set_yticks([])
+    axes[0, 0].set_ylabel("input", fontsize=10)
+    axes[1, 0].set_ylabel("[CLS] attention rollout", fontsize=10)
+    figure.suptitle("DeiT (hard distillation): where the class token looks, held-out test images", fontsize=11)
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def plot_training_curves(histories, path):
+    """Validation accuracy and training loss per epoch of the teacher and each student."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, history in histories.items():
+        epochs = np.arange(1, len(history.history["loss"]) + 1)
+        left.plot(epochs, history.history["val_accuracy"], marker="o", label=name)
+        right.plot(epochs, history.history["loss"], marker="o", label=name)
+    left.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy (held-out training images)")
+    right.set(xlabel="epoch", ylabel="loss", title="Training loss (each model's own objective)")
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def _save_figure(figure, path):
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+# === The job ===
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=12, help="epochs for the teacher and each student")
+    parser.add_argument("--train-size", type=int, default=5000, help="training images (data-limited students)")
+    parser.add_argument("--subset", type=int, help="quick run: at most this many training and test images")
+    parser.add_argument("--hidden-size", type=int, default=64, help="DeiT width")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate")
+    parser.add_argument("--output", type=Path, default=Path("runs/fashion_mnist"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--serve", type=Path, metavar="OUTPUT", help=argparse.SUPPRESS)  # the fresh process
+    args = parser.parse_args(argv)
+    for name in ("epochs", "train_size", "subset", "hidden_size", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"Expected --{name.replace('_', '-')} >= 1. Received: {value}")
+    if not args.learning_rate > 0:
+        parser.error(f"Expected --learning-rate > 0. Received: {args.learning_rate}")
+    return args
+
+
+def run(args):
+    """Trains the teacher and the three students; returns (data, teacher, students, results)."""
+    train_size = min(args.train_size, args.subset or args.train_size)
+    data = load_dataset(train_size, val_size=2000, seed=args.seed)
+    if args.subset:
+        data = data._replace(x_test=data.x_test[: args.subset], y_test=data.y_test[: args.subset])
+    print(
+        f"{data.name}: {len(data.x_train)} training, {len(data.x_val)} validation, {len(data.x_test)} held-out test "
+        f"images of {data.x_train.shape[1]}x{data.x_train.shape[2]} px"
+    )
+    keras.utils.set_random_seed(args.seed)
+    print("\n=== CNN teacher ===")
+    teacher = make_teacher(data.x_train.shape[1], len(data.class_names))
+    histories = {
+        "CNN teacher": fit(
+            teacher,
+            training_batches(data.x_train, data.y_train, args.batch_size, args.seed),
+            (to_pixel_values(data.x_val), data.y_val),
+            args.epochs,
+            args.learning_rate,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    }
+    students = train_students(data, teacher, args)
+    histories.update({f"DeiT, distillation={mode}": history for mode, (_, history) in students.items()})
+    results = {"teacher": accuracy(teacher, data.x_test, data.y_test)}
+    results.update({f"deit_{mode}": accuracy(s, data.x_test, data.y_test) for mode, (s, _) in students.items()})
+    return data, teacher, {mode: s for mode, (s, _) in students.items()}, histories, results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.serve:
+        return serve(args.serve / "deit_hard.keras", args.serve / "serving" / "deit", sorted((args.serve / "png").glob("*.png")))
+    start = time.time()
+    data, _, students, histories, results = run(args)
+    print(f"\n=== Held-out accuracy on the {len(data.x_test)} test images ({data.name}) ===")
+    print("| CNN teacher | DeiT, no distillation | DeiT, soft distillation | DeiT, hard distillation |")
+    print("| --- | --- | --- | --- |")
+    print("| " + " | ".join(f"{results[k]:.4f}" for k in ("teacher", "deit_none", "deit_soft", "deit_hard")) + " |")
+
+    output = args.output
+    model_path = output / "deit_hard.keras"
+    with atomic_path(model_path) as tmp:
+        students["hard"].save(tmp)
+    pngs = write_pngs(data.x_test[:NUM_SERVED], output / "png")
+    print(f"\n=== Reloading {model_path} in a fresh process, exporting and serving {len(pngs)} test PNGs ===")
+    subprocess.run([sys.executable, __file__, "--serve", str(output)], check=True)
+
+    files = {
+        "the hard-distilled DeiT": model_path,
+        "its TF Serving SavedModel": output / "serving" / "deit" / "1",
+        "the served test PNGs": output / "png",
+        "the attention-rollout figure": output / "attention_rollout.png",
+        "the training curves": output / "training_curves.png",
+    }
+    plot_attention_rollout(
+        students["hard"], data.x_test[:NUM_SERVED], data.y_test[:NUM_SERVED], data.class_names, files["the attention-rollout figure"]
+    )
+    plot_training_curves(histories, files["the training curves"])
+    print()
+    for what, path in files.items():
+        print(f"Wrote {what}: {path}")
+    print("\nHeld-out accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    print(f"Wall time: {time.time() - start:.0f} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()
