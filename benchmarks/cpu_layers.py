@@ -55,12 +55,12 @@ def fwd_bwd(fn, args):
 
     tensors = [torch.tensor(a, requires_grad=True) for a in args]
 
-    def step():
+    def backward():
         for t in tensors:
             t.grad = None
         fn(*tensors).sum().backward()
 
-    return step
+    return backward
 
 
 def cases(batch, seq):

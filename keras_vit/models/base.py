@@ -292,8 +292,11 @@ class VisionTransformer(keras.Model):
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
 
     def compile_from_config(self, config):
-        # `compile` is overridden only to note per-output losses; reloading compiles through it.
-        super().compile_from_config(config)
+        # Keras skips compiling a reloaded model whose `compile` is overridden; ours only notes
+        # per-output dicts, so reload compiles through it as Keras' own method does.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def _predictions(self, y_pred):
         return y_pred if getattr(self, "_per_output", False) else y_pred[self.prediction_key]
