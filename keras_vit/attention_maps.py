@@ -1,9 +1,17 @@
 """Where a ViT/DeiT looks: per-layer attention, attention rollout, and a PNG overlay of the [CLS] map.
 
->>> attentions = attention_maps(model, pixel_values)          # num_layers × (batch, heads, seq, seq)
->>> rollout = attention_rollout(attentions)                    # (batch, seq, seq)
->>> cls_map = cls_attention_map(rollout, model.config.grid_size, num_prefix_tokens=2)  # DeiT
->>> save_attention_overlay(image, cls_map[0], "attention.png")
+>>> import keras_vit, tempfile
+>>> config = keras_vit.DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+...                               intermediate_size=37, image_size=32, patch_size=8, num_labels=3)
+>>> model = keras_vit.DeiTForImageClassificationWithTeacher(config)
+>>> image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+>>> pixel_values = (image[None] / 255.0 - 0.5) / 0.5                # ViTImageProcessor's defaults
+>>> attentions = attention_maps(model, pixel_values)               # num_layers x (batch, heads, seq, seq)
+>>> rollout = attention_rollout(attentions)                         # (batch, seq, seq)
+>>> cls_map = cls_attention_map(rollout, model.config.grid_size, num_prefix_tokens=2)  # DeiT: 2 tokens
+>>> tuple(cls_map.shape)
+(1, 4, 4)
+>>> path = save_attention_overlay(image, cls_map[0], tempfile.mkdtemp() + "/attention.png")
 """
 
 from pathlib import Path
@@ -68,6 +76,7 @@ def attention_rollout(attentions, head_fusion="mean", discard_ratio=0.0):
         ValueError: no layers, a tensor that is not (batch, heads, seq, seq), an unknown
             head_fusion or a discard_ratio outside [0, 1).
 
+    >>> import keras
     >>> keras.ops.convert_to_numpy(attention_rollout([keras.ops.full((1, 2, 3, 3), 1 / 3)]))[0, 0]  # (A + I) / 2
     array([0.6666667 , 0.16666667, 0.16666667], dtype=float32)
     """

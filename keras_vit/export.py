@@ -145,12 +145,18 @@ def export_saved_model(
             the Keras model.
         ImportError: without the `tensorflow-serving-api` package (`keras-vit[serving]`).
 
+    >>> import keras_vit, tempfile
     >>> config = keras_vit.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
     ...                              intermediate_size=37, image_size=32, patch_size=8, num_labels=3)
-    >>> path = export_saved_model(keras_vit.ViTForImageClassification(config), "/tmp/vit", verbose=False)
+    >>> base = tempfile.mkdtemp()
+    >>> path = export_saved_model(keras_vit.ViTForImageClassification(config), base, verbose=False)
+    >>> path.name
+    '1'
     >>> serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    >>> sorted(serve(images=tf.constant([open("cat.png", "rb").read()])))
-    ['label', 'logits', 'probabilities', 'score']
+    >>> png = tf.io.encode_png(np.zeros((40, 50, 3), np.uint8))  # any size: resized in the graph
+    >>> outputs = serve(images=tf.stack([png, png]))
+    >>> sorted(outputs), tuple(outputs["probabilities"].shape)
+    (['label', 'logits', 'probabilities', 'score'], (2, 3))
     """
     model, layer = split_preprocessing(model)
     outputs = _output_names(model)

@@ -25,7 +25,7 @@ class Pooler(keras.layers.Layer):
     Returns:
         tensor (batch, units).
 
-    >>> Pooler(8)(keras.ops.ones((2, 5, 16))).shape
+    >>> tuple(Pooler(8)(keras.ops.ones((2, 5, 16))).shape)
     (2, 8)
     """
 
@@ -69,7 +69,7 @@ class DistillationHead(keras.layers.Layer):
         dict of tensors (batch, num_labels): `cls_logits`, `distillation_logits` and
         `logits` = (cls_logits + distillation_logits) / 2.
 
-    >>> DistillationHead(3)(keras.ops.ones((2, 6, 16)))["logits"].shape
+    >>> tuple(DistillationHead(3)(keras.ops.ones((2, 6, 16)))["logits"].shape)
     (2, 3)
     """
 

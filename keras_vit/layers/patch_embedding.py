@@ -46,7 +46,7 @@ class PatchEmbedding(keras.layers.Layer):
             `bool_masked_pos` without `use_mask_token` or of the wrong shape.
 
     >>> layer = PatchEmbedding((32, 32), (8, 8), hidden_size=16)
-    >>> layer(keras.ops.zeros((2, 32, 32, 3))).shape
+    >>> tuple(layer(keras.ops.zeros((2, 32, 32, 3))).shape)
     (2, 17, 16)
     """
 
