@@ -365,6 +365,8 @@ def run(args):
         f"images of {data.x_train.shape[1]}x{data.x_train.shape[2]} px"
     )
     keras.utils.set_random_seed(args.seed)
+    if keras.backend.backend() == "tensorflow":
+        tf.config.experimental.enable_op_determinism()  # same --seed, same numbers (TensorFlow backend)
     print("\n=== CNN teacher ===")
     teacher = make_teacher(data.x_train.shape[1], len(data.class_names))
     histories = {
