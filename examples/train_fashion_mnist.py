@@ -13,7 +13,8 @@ attention from a convnet teacher, most with hard distillation. The job:
    three times with `keras_vit.distillation.DistillationTrainer`: labels only
    (`distillation="none"`), soft and hard distillation from the teacher. The DeiT recipe,
    scaled down: AdamW (weight decay 0.05), linear warm-up then cosine decay, label
-   smoothing 0.1 on the labels, random flips, shifts and RandomErasing (Keras layers). The
+   smoothing 0.1 on the labels, stochastic depth 0.1, random flips, shifts and RandomErasing
+   (Keras layers). With the TensorFlow backend a `--seed` gives the same numbers each run. The
    students see `--train-size` training images (data-limited, where DeiT shows the gain);
 3. prints the held-out accuracy of the teacher and each student on the test images;
 4. saves the hard-distilled DeiT as `.keras`; a fresh Python process reloads it, classifies
@@ -184,7 +185,7 @@ def make_teacher(image_size, num_labels):
 
 
 def make_student(image_size, class_names, hidden_size, seed):
-    """The DeiT student: a 4x4 patch grid, `hidden_size` wide, 4 blocks of 4 heads, grey input."""
+    """The DeiT student: a 4x4 patch grid, `hidden_size` wide, 4 blocks of 4 heads, grey input, stochastic depth 0.1."""
     keras.utils.set_random_seed(seed)
     config = keras_vit.DeiTConfig(
         image_size=image_size,
@@ -195,6 +196,7 @@ def make_student(image_size, class_names, hidden_size, seed):
         num_hidden_layers=4,
         num_attention_heads=4,
         intermediate_size=2 * hidden_size,
+        drop_path_rate=0.1,
         id2label=dict(enumerate(class_names)),
     )
     return keras_vit.DeiTForImageClassificationWithTeacher(config)
@@ -365,6 +367,8 @@ def run(args):
         f"images of {data.x_train.shape[1]}x{data.x_train.shape[2]} px"
     )
     keras.utils.set_random_seed(args.seed)
+    if keras.backend.backend() == "tensorflow":
+        tf.config.experimental.enable_op_determinism()  # same --seed, same numbers (TensorFlow backend)
     print("\n=== CNN teacher ===")
     teacher = make_teacher(data.x_train.shape[1], len(data.class_names))
     histories = {
