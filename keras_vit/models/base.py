@@ -37,6 +37,11 @@ def _dtype_name(tensor):
         return str(tensor.dtype)
 
 
+def _check_rank(rank, name):
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"Expected {name} to be a positive int. Received: {name}={rank!r}")
+
+
 def _output_names(outputs):
     """Names of the flattened outputs, in Keras' flattening order: dict keys, `key_i` inside tuples."""
     names = []
@@ -65,12 +70,13 @@ class VisionTransformer(keras.Model):
         return tuple(n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
     @classmethod
-    def _check_construction(cls, config, unknown, data_format, flags):
-        """Validates the config and flags; returns the config object.
+    def _check_construction(cls, config, unknown, data_format, flags, lora_rank):
+        """Validates the config and flags before the graph is built; returns the config object.
 
         Raises:
             TypeError: for unknown keyword arguments, naming them.
-            ValueError: a config of another class, a bad data_format or a non-bool flag.
+            ValueError: a config of another class, a bad data_format, a non-bool flag or a
+                lora_rank that is not a positive int.
         """
         if unknown:
             raise TypeError(
@@ -90,6 +96,8 @@ class VisionTransformer(keras.Model):
         for name, flag in flags.items():
             if not isinstance(flag, bool):
                 raise ValueError(f"Expected {name} to be a bool. Received: {name}={flag!r}")
+        if lora_rank is not None:
+            _check_rank(lora_rank, "lora_rank")
         return config
 
     def _init_graph(self, config, inputs, outputs, flags, dtype, name, trainable):
@@ -122,8 +130,7 @@ class VisionTransformer(keras.Model):
         Raises:
             ValueError: a rank that is not a positive int, or LoRA already enabled.
         """
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"Expected rank to be a positive int. Received: rank={rank!r}")
+        _check_rank(rank, "rank")
         if self.lora_rank is not None:
             raise ValueError(f"LoRA is already enabled on {self.name} (lora_rank={self.lora_rank}).")
         backbone = getattr(self, "backbone", self)

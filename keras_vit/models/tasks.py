@@ -38,7 +38,7 @@ class TaskModel(VisionTransformer):
             output_attentions=output_attentions,
             interpolate_pos_encoding=interpolate_pos_encoding,
         )
-        config = self._check_construction(config, kwargs, data_format, flags)
+        config = self._check_construction(config, kwargs, data_format, flags, lora_rank)
         backbone = self.backbone_class(
             config,
             add_pooling_layer=False,

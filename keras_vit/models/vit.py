@@ -96,7 +96,7 @@ class ViTModel(VisionTransformer):
             output_attentions=output_attentions,
             interpolate_pos_encoding=interpolate_pos_encoding,
         )
-        config = self._check_construction(config, kwargs, data_format, flags)
+        config = self._check_construction(config, kwargs, data_format, flags, lora_rank)
         inputs = model_inputs(
             config,
             use_mask_token=use_mask_token,
