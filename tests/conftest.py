@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -8,6 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import keras_vit  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = dict(
     hidden_size=32,
@@ -19,6 +24,23 @@ TINY = dict(
     encoder_stride=8,
     num_labels=3,
 )
+
+
+def run_check(script, backend, *args, timeout=600):
+    """Runs `tests/<script>` with `args` in a fresh process on Keras `backend`; returns its stdout.
+
+    Fails the test with the end of the script's stderr when it exits non-zero.
+    """
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / script), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def tiny_config(model_cls=keras_vit.ViTModel, **overrides):

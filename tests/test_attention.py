@@ -1,10 +1,6 @@
 """Fused (`keras.ops.dot_product_attention`) and explicit attention compute the same function."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,22 +8,13 @@ import pytest
 import tensorflow as tf
 
 from keras_vit.layers.attention import FUSED_BACKENDS, MultiHeadSelfAttention, explicit_attention, fused_attention
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_check
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_fused_and_explicit_paths_agree(backend):
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "attention_check.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    stdout = run_check("attention_check.py", backend)
+    out = json.loads(stdout.strip().splitlines()[-1])
     assert set(out["diffs"]) == {
         "functions",
         "layer rate=0.0 training=False",

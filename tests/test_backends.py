@@ -1,17 +1,10 @@
 """The models compute the same function on the JAX and PyTorch backends as on TensorFlow."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import keras_vit
-from tests.conftest import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_check, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +25,6 @@ def reference(tmp_path_factory):
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_backend_matches_tensorflow(backend, reference):
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "backend_check.py"), str(reference)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    diff = float(result.stdout.strip().rsplit("=", 1)[1])
+    stdout = run_check("backend_check.py", backend, reference)
+    diff = float(stdout.strip().rsplit("=", 1)[1])
     assert diff <= 1e-4, f"{backend}: max |Δ| vs TensorFlow = {diff}"

@@ -6,6 +6,7 @@ import torch
 from keras_vit import layers
 from keras_vit.layers.activations import ACTIVATIONS, get_activation
 from keras_vit.layers.position_interpolation import resample_grid, resample_position_embeddings
+from tests.conftest import run_check
 from tests.layer_test_helper import run_layer_test
 
 RNG = np.random.default_rng(0)
@@ -127,6 +128,18 @@ def test_activations_match_transformers(name):
     x = np.linspace(-5, 5, 101).astype("float32")
     expected = ACT2FN[name](torch.from_numpy(x)).numpy() if name != "linear" else x
     np.testing.assert_allclose(np.asarray(get_activation(name)(x)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_gelu_gradient_matches_torch(backend, tmp_path):
+    out = tmp_path / "gelu.npz"
+    run_check("gelu_gradient_check.py", backend, out, timeout=300)
+    got = np.load(out)
+    x = torch.from_numpy(np.linspace(-8, 8, 1601).astype("float32")).requires_grad_()
+    expected = torch.nn.functional.gelu(x)
+    expected.sum().backward()
+    np.testing.assert_allclose(got["value"], expected.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(got["gradient"], x.grad.numpy(), atol=1e-6)
 
 
 def test_unknown_activation_is_named():

@@ -1,9 +1,6 @@
 """keras_vit.optimizers.LayerDecayOptimizer: BEiT / timm layer-wise learning-rate decay."""
 
 import contextlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -13,9 +10,7 @@ import pytest
 import keras_vit
 from keras_vit.losses import ClassificationLoss
 from keras_vit.optimizers import LayerDecayOptimizer, count_layers, layer_id
-from tests.conftest import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_check, tiny_config
 PATHS = ["embeddings/cls_token", "encoder_layer_0/fc1/kernel", "encoder_layer_1/attention/qkv/bias", "layernorm/gamma"]
 
 
@@ -186,14 +181,6 @@ def test_bad_arguments_are_named(kwargs, message):
 
 @pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow mirrored"])
 def test_losses_and_optimizer_on_other_backends(backend, tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": backend.split()[0], "PYTHONPATH": str(ROOT)}
-    argument = "mirrored" if backend.endswith("mirrored") else str(tmp_path)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "recipe_backend_check.py"), argument],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith(f"recipe checks passed on {backend}")
+    argument = "mirrored" if backend.endswith("mirrored") else tmp_path
+    stdout = run_check("recipe_backend_check.py", backend.split()[0], argument, timeout=900)
+    assert stdout.strip().endswith(f"recipe checks passed on {backend}")

@@ -1,12 +1,8 @@
 """ImagePreprocessing: the processor's steps as a Keras layer (parity, backends, tf.data, models, limits)."""
 
 import json
-import os
 import struct
-import subprocess
-import sys
 import zlib
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -20,10 +16,8 @@ import keras_vit
 from keras_vit.layers import ImagePreprocessing
 from keras_vit.preprocessor_config import MAX_RESIZED_PIXELS, ImageTooLargeError, PreprocessorConfig
 from keras_vit.processors import DeiTImageProcessor, ViTImageProcessor
-from tests.conftest import tiny_config
+from tests.conftest import run_check, tiny_config
 from tests.layer_test_helper import run_layer_test
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -252,11 +246,6 @@ def test_other_backends_give_tensorflow_pixels(backend, tmp_path, photos):
         arrays[f"input_{i}"] = np.stack([photos[0][:120, :200], photos[1][:120, :200]])
         arrays[f"output_{i}"] = np.asarray(ImagePreprocessing(**config)(arrays[f"input_{i}"]))
     np.savez(tmp_path / "cases.npz", **arrays)
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "preprocessing_backend_check.py"), str(tmp_path / "cases.npz")],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    difference = float(result.stdout.strip().rsplit("=", 1)[1])
+    stdout = run_check("preprocessing_backend_check.py", backend, tmp_path / "cases.npz")
+    difference = float(stdout.strip().rsplit("=", 1)[1])
     assert difference <= 2 / 255 + 1e-6, f"{backend}: max |Δ| vs TensorFlow = {difference} (> one grey level)"
