@@ -11,6 +11,7 @@ import keras_vit
 from keras_vit.losses import ClassificationLoss
 from keras_vit.optimizers import LayerDecayOptimizer, count_layers, layer_id
 from tests.conftest import run_check, tiny_config
+
 PATHS = ["embeddings/cls_token", "encoder_layer_0/fc1/kernel", "encoder_layer_1/attention/qkv/bias", "layernorm/gamma"]
 
 
