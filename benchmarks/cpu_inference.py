@@ -2,14 +2,16 @@
 
 Same architecture for every peer (ViT-B/16, DeiT-S/16, DeiT-Ti/16 at 224 px, 1000 classes,
 random weights, float32; keras-hub has no DeiT, so its ViT with the same dimensions stands in,
-one token shorter). keras_vit and keras-hub run on the TensorFlow backend through both
-`predict_on_batch` and `predict` (what users call); transformers runs eagerly under
+one token shorter). keras_vit and keras-hub run on the Keras backend of `KERAS_BACKEND`
+(default tensorflow; jax and torch work too) through both `predict_on_batch` and `predict`
+(what users call); transformers runs eagerly under
 `torch.inference_mode()`. Repeats are interleaved round-robin across peers in one process so
 background load hits all of them alike; the table shows the median latency per batch and the
 ratios keras_vit / peer for the same entry point (below 1.0: keras_vit is faster).
 
 Peers install with:  pip install keras-hub transformers torch==2.13.0
 Run:                 KERAS_BACKEND=tensorflow python benchmarks/cpu_inference.py [--repeats 5]
+                     (KERAS_BACKEND=jax for the JAX backend)
 """
 
 import argparse
@@ -98,7 +100,7 @@ def main():
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, {platform.platform()}")
     print(
-        f"versions: keras {keras.__version__}, tensorflow {tf.__version__}, torch {torch.__version__}, "
+        f"Keras backend: {keras.backend.backend()}; versions: keras {keras.__version__}, tensorflow {tf.__version__}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, keras_vit {keras_vit.__version__}"
     )
     print(f"median of {args.repeats} interleaved runs after 2 warm-up runs; float32; times in ms per batch; "

@@ -4,9 +4,13 @@ Each case times two ways of computing the same function on DeiT-S/16 training sh
 (batch 16 at 224 px = 197 tokens, batch 8 at 384 px = 577 tokens; hidden 384, 6 heads):
 
 - attention: `explicit_attention` (two matmuls around a float32 softmax) vs `fused_attention`
-  (`keras.ops.dot_product_attention`);
+  (PyTorch's SDPA on torch; on TensorFlow and JAX the gradient that recomputes the
+  probabilities from a saved log-sum-exp);
 - projection: Dense on (batch, seq, 384) vs on its (batch·seq, 384) reshape, 384 → 1536;
-- gelu: exact (erf) vs the tanh approximation, on (batch, seq, 1536).
+- gelu: exact (erf) vs the tanh approximation, on (batch, seq, 1536);
+- layernorm (TensorFlow and JAX): `keras.ops.layer_normalization` (autodiff) vs keras_vit's
+  closed-form gradient (`layers.layer_normalization.layer_norm_closed_form_gradient`), on
+  (batch, seq, 384).
 
 The gradient is taken with the backend's own machinery (tf.function + GradientTape,
 jax.jit(jax.grad), torch autograd). Each backend runs in its own subprocess; within one,
@@ -69,6 +73,7 @@ def cases(batch, seq):
     from keras import ops
 
     from keras_vit.layers.attention import explicit_attention, fused_attention
+    from keras_vit.layers.layer_normalization import OWN_GRADIENT_BACKENDS, layer_norm_closed_form_gradient
 
     rng = np.random.default_rng(0)
     qkv = [rng.normal(size=(batch, seq, HEADS, HIDDEN // HEADS)).astype("float32") for _ in range(3)]
@@ -87,6 +92,12 @@ def cases(batch, seq):
         fwd_bwd(lambda x: ops.gelu(x, approximate=False), [wide]),
         fwd_bwd(lambda x: ops.gelu(x, approximate=True), [wide]),
     )
+    gamma, beta = (rng.normal(size=(HIDDEN,)).astype("float32") for _ in range(2))
+    if keras.backend.backend() in OWN_GRADIENT_BACKENDS:  # elsewhere the layer runs Keras' code
+        yield "layernorm", "autodiff", "closed form", (
+            fwd_bwd(lambda x, g, b: ops.layer_normalization(x, g, b, epsilon=1e-12), [tokens, gamma, beta]),
+            fwd_bwd(lambda x, g, b: layer_norm_closed_form_gradient(x, g, b, 1e-12), [tokens, gamma, beta]),
+        )
     keras.backend.clear_session()
 
 

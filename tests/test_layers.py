@@ -6,6 +6,7 @@ import torch
 from keras_vit import layers
 from keras_vit.layers.activations import ACTIVATIONS, get_activation
 from keras_vit.layers.position_interpolation import resample_grid, resample_position_embeddings
+from tests import layer_norm_check
 from tests.conftest import run_check
 from tests.layer_test_helper import run_layer_test
 
@@ -142,6 +143,40 @@ def test_gelu_gradient_matches_torch(backend, tmp_path):
     np.testing.assert_allclose(got["gradient"], x.grad.numpy(), atol=1e-6)
 
 
+def test_layer_normalization_layer(tmp_path):
+    run_layer_test(layers.LayerNormalization, dict(epsilon=1e-6), {"tokens": TOKENS}, (2, 5, 16), tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_layer_normalization_matches_torch(backend, tmp_path):
+    out = tmp_path / "layer_norm.npz"
+    run_check("layer_norm_check.py", backend, out, timeout=300)
+    got = np.load(out)
+    x, gamma, beta, upstream = (torch.from_numpy(a) for a in layer_norm_check.inputs())
+    for tensor in (x, gamma, beta):
+        tensor.requires_grad_()
+    expected = torch.nn.functional.layer_norm(x, x.shape[-1:], gamma, beta, eps=1e-6)
+    expected.backward(upstream)
+    np.testing.assert_allclose(got["value"], expected.detach().numpy(), rtol=1e-5, atol=1e-5)
+    for name, tensor in (("d_x", x), ("d_gamma", gamma), ("d_beta", beta)):
+        np.testing.assert_allclose(got[name], tensor.grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
+    if backend == "jax":
+        # The backward pass keeps one (batch, seq, hidden) tensor, where Keras' layer keeps three.
+        assert (int(got["residuals"]), int(got["keras_residuals"])) == (1, 3)
+
+
+@pytest.mark.parametrize("kwargs", [dict(axis=1), dict(center=False), dict(scale=False), dict(epsilon=0.5)])
+def test_layer_normalization_equals_keras_layer(kwargs):
+    # Settings outside the closed-form gradient's (last axis, centred, scaled) run Keras' code.
+    ours, theirs = layers.LayerNormalization(**kwargs), keras.layers.LayerNormalization(**kwargs)
+    ours.build(TOKENS.shape)
+    theirs.build(TOKENS.shape)
+    weights = [RNG.normal(size=w.shape).astype("float32") for w in theirs.weights]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    np.testing.assert_allclose(np.asarray(ours(TOKENS)), np.asarray(theirs(TOKENS)), rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_activation_is_named():
     with pytest.raises(ValueError, match="Received: 'mish2'"):
         get_activation("mish2")
@@ -201,6 +236,7 @@ def test_mask_token_replaces_masked_patches():
         (lambda: layers.TransformerBlock(16, 4, 8, hidden_act="nope"), "'nope'"),
         (lambda: layers.DistillationHead(0), "num_labels=0"),
         (lambda: layers.MaskedImageModelingDecoder(0, 3, (8, 8)), "encoder_stride=0"),
+        (lambda: layers.LayerNormalization(rms_scaling=True), "RMSNormalization. Received: rms_scaling=True"),
     ],
 )
 def test_layer_argument_errors(make, message):

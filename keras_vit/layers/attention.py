@@ -7,11 +7,16 @@ from keras import ops
 
 
 # Backends whose `keras.ops.dot_product_attention` runs a fused kernel that never
-# materialises the (batch, heads, seq, seq) probabilities: PyTorch's
+# materialises the (batch, heads, seq, seq) probabilities for the backward pass: PyTorch's
 # `scaled_dot_product_attention` (flash / memory-efficient kernels on CPU and GPU). On
-# TensorFlow and on JAX/CPU it is the same explicit math as `explicit_attention`
-# (measured in benchmarks/cpu_layers.py).
-FUSED_BACKENDS = ("torch",)
+# TensorFlow and JAX it is the explicit math.
+SDPA_BACKENDS = ("torch",)
+# Backends on which `MultiHeadSelfAttention` takes `fused_attention` when it may. On JAX,
+# `_attention_saving_logsumexp` cut a DeiT-S/16 training step at 384 px from 13.2 s,
+# 5.68 GiB to 11.4 s, 4.16 GiB (benchmarks/README.md). On TensorFlow the same model ran
+# slower and kept as much memory (11.2 s, 4.02 GiB against 10.3 s, 3.87 GiB explicit),
+# so TensorFlow keeps the explicit path.
+FUSED_BACKENDS = SDPA_BACKENDS + ("jax",)
 
 
 def explicit_attention(query, key, value, head_mask=None, dropout=None):
@@ -40,7 +45,13 @@ def explicit_attention(query, key, value, head_mask=None, dropout=None):
 
 
 def fused_attention(query, key, value):
-    """softmax(q·kᵀ/√d)·v through `keras.ops.dot_product_attention` (no dropout, no mask).
+    """softmax(q·kᵀ/√d)·v whose backward pass keeps no (seq, seq) tensor (no dropout, no mask).
+
+    On PyTorch this is `keras.ops.dot_product_attention` (`scaled_dot_product_attention`).
+    On TensorFlow and JAX it is `_attention_saving_logsumexp`: the memory-efficient
+    attention gradient of FlashAttention (Dao et al. 2022, section 3.1 and algorithm 4)
+    without tiling, so the backward pass keeps q, k, v, the context and one float32
+    log-sum-exp per query, and recomputes the probabilities from them.
 
     Args:
         query, key, value: tensors (batch, seq, heads, head_dim).
@@ -48,7 +59,32 @@ def fused_attention(query, key, value):
     Returns:
         context (batch, seq, heads, head_dim), the same function as `explicit_attention`.
     """
-    return ops.dot_product_attention(query, key, value, scale=query.shape[-1] ** -0.5)
+    scale = query.shape[-1] ** -0.5
+    if keras.backend.backend() in SDPA_BACKENDS:
+        return ops.dot_product_attention(query, key, value, scale=scale)
+    query, key, value = (ops.transpose(t, (0, 2, 1, 3)) for t in (query, key, value))
+    context = _attention_saving_logsumexp(query * ops.cast(scale, query.dtype), key, value)
+    return ops.transpose(context, (0, 2, 1, 3))
+
+
+@ops.custom_gradient
+def _attention_saving_logsumexp(query, key, value):
+    """softmax(q·kᵀ)·v on (batch, heads, seq, head_dim) tensors, q already scaled."""
+    scores = ops.cast(ops.matmul(query, ops.swapaxes(key, -1, -2)), "float32")
+    logsumexp = ops.logsumexp(scores, axis=-1, keepdims=True)  # (batch, heads, seq, 1), kept
+    context = ops.matmul(ops.cast(ops.exp(scores - logsumexp), value.dtype), value)
+
+    def grad(*args, upstream=None):
+        upstream = args[0] if upstream is None else upstream
+        probs = ops.exp(ops.cast(ops.matmul(query, ops.swapaxes(key, -1, -2)), "float32") - logsumexp)
+        d_value = ops.matmul(ops.swapaxes(ops.cast(probs, value.dtype), -1, -2), upstream)
+        d_probs = ops.cast(ops.matmul(upstream, ops.swapaxes(value, -1, -2)), "float32")
+        # Softmax backward: dS = P ∘ (dP − rowsum(dO ∘ O)), with rowsum(dO ∘ O) = rowsum(dP ∘ P).
+        row = ops.sum(ops.cast(upstream, "float32") * ops.cast(context, "float32"), axis=-1, keepdims=True)
+        d_scores = ops.cast(probs * (d_probs - row), query.dtype)
+        return ops.matmul(d_scores, key), ops.matmul(ops.swapaxes(d_scores, -1, -2), query), d_value
+
+    return context, grad
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -64,11 +100,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     Two paths compute the same function. When neither the probabilities nor `head_mask`
     are requested and attention dropout is inactive, backends in `FUSED_BACKENDS` run
-    `keras.ops.dot_product_attention` (PyTorch's `scaled_dot_product_attention`, whose
-    memory grows linearly in the token count). Otherwise, and on the other backends, the
-    math runs as two batched matmuls around a float32 softmax (`explicit_attention`), which
-    measured faster on CPU for TensorFlow and JAX (benchmarks/cpu_layers.py) and is the
-    path that returns probabilities and applies `head_mask`. The projections run on the
+    `fused_attention`, whose backward pass keeps no (seq, seq) tensor: PyTorch's
+    `scaled_dot_product_attention`, and on JAX a memory-efficient gradient that recomputes
+    the probabilities from a saved log-sum-exp. Otherwise, and on TensorFlow, the math runs
+    as two batched matmuls around a float32 softmax (`explicit_attention`), the path that
+    returns probabilities and applies `head_mask`. The projections run on the
     (batch·seq, hidden) reshape of the tokens (faster gradients on JAX, same speed elsewhere).
 
     Args:

@@ -6,6 +6,7 @@ from keras import ops
 from keras_vit.layers.activations import get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.drop_path import DropPath
+from keras_vit.layers.layer_normalization import LayerNormalization
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -16,7 +17,7 @@ class TransformerBlock(keras.layers.Layer):
     the attention output and the MLP output, then stochastic depth (`DropPath`, timm's
     `Block`) drops both residual branches per example while training. Matches Hugging
     Face `ViTLayer` / `DeiTLayer` (which have no stochastic depth: drop_path_rate=0).
-    LayerNorm runs in float32 under mixed precision (Keras' LayerNormalization upcasts).
+    LayerNorm runs in float32 under mixed precision (`layers.LayerNormalization`).
     The MLP runs on the (batch·seq, hidden) reshape of the tokens (faster gradients on JAX,
     same speed elsewhere; benchmarks/cpu_layers.py).
 
@@ -77,7 +78,7 @@ class TransformerBlock(keras.layers.Layer):
         self.initializer_range = initializer_range
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         policy = self.dtype_policy
-        self.layernorm_before = keras.layers.LayerNormalization(epsilon=layer_norm_eps, dtype=policy, name="layernorm_before")
+        self.layernorm_before = LayerNormalization(epsilon=layer_norm_eps, dtype=policy, name="layernorm_before")
         self.attention = MultiHeadSelfAttention(
             hidden_size,
             num_attention_heads,
@@ -87,7 +88,7 @@ class TransformerBlock(keras.layers.Layer):
             dtype=policy,
             name="attention",
         )
-        self.layernorm_after = keras.layers.LayerNormalization(epsilon=layer_norm_eps, dtype=policy, name="layernorm_after")
+        self.layernorm_after = LayerNormalization(epsilon=layer_norm_eps, dtype=policy, name="layernorm_after")
         self.fc1 = keras.layers.Dense(intermediate_size, kernel_initializer=init, dtype=policy, name="fc1")
         self.fc2 = keras.layers.Dense(hidden_size, kernel_initializer=init, dtype=policy, name="fc2")
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=policy, name="dropout")

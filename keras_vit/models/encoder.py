@@ -7,6 +7,7 @@ out on them; the backbones (`ViTModel`, `DeiTModel`) are built from these two fu
 import keras
 
 from keras_vit.layers.heads import Pooler
+from keras_vit.layers.layer_normalization import LayerNormalization
 from keras_vit.layers.patch_embedding import PatchEmbedding
 from keras_vit.layers.transformer_block import TransformerBlock
 
@@ -101,7 +102,7 @@ def encoder_outputs(
             attentions.append(probs)
         hidden_states.append(hidden)
     outputs = {
-        "last_hidden_state": keras.layers.LayerNormalization(
+        "last_hidden_state": LayerNormalization(
             epsilon=config.layer_norm_eps, dtype=dtype, name="layernorm"
         )(hidden)
     }
