@@ -100,7 +100,8 @@ def main():
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, {platform.platform()}")
     print(
-        f"Keras backend: {keras.backend.backend()}; versions: keras {keras.__version__}, tensorflow {tf.__version__}, torch {torch.__version__}, "
+        f"Keras backend: {keras.backend.backend()}; versions: keras {keras.__version__}, "
+        f"tensorflow {tf.__version__}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, keras_vit {keras_vit.__version__}"
     )
     print(f"median of {args.repeats} interleaved runs after 2 warm-up runs; float32; times in ms per batch; "

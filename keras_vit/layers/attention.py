@@ -67,16 +67,21 @@ def fused_attention(query, key, value):
     return ops.transpose(context, (0, 2, 1, 3))
 
 
+def _float32_scores(query, key):
+    """q·kᵀ in float32, (batch, heads, seq, seq)."""
+    return ops.cast(ops.matmul(query, ops.swapaxes(key, -1, -2)), "float32")
+
+
 @ops.custom_gradient
 def _attention_saving_logsumexp(query, key, value):
     """softmax(q·kᵀ)·v on (batch, heads, seq, head_dim) tensors, q already scaled."""
-    scores = ops.cast(ops.matmul(query, ops.swapaxes(key, -1, -2)), "float32")
+    scores = _float32_scores(query, key)
     logsumexp = ops.logsumexp(scores, axis=-1, keepdims=True)  # (batch, heads, seq, 1), kept
     context = ops.matmul(ops.cast(ops.exp(scores - logsumexp), value.dtype), value)
 
     def grad(*args, upstream=None):
         upstream = args[0] if upstream is None else upstream
-        probs = ops.exp(ops.cast(ops.matmul(query, ops.swapaxes(key, -1, -2)), "float32") - logsumexp)
+        probs = ops.exp(_float32_scores(query, key) - logsumexp)  # recomputed, not kept
         d_value = ops.matmul(ops.swapaxes(ops.cast(probs, value.dtype), -1, -2), upstream)
         d_probs = ops.cast(ops.matmul(upstream, ops.swapaxes(value, -1, -2)), "float32")
         # Softmax backward: dS = P ∘ (dP − rowsum(dO ∘ O)), with rowsum(dO ∘ O) = rowsum(dP ∘ P).

@@ -71,7 +71,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
     def call(self, inputs):
         own_gradient = (
             keras.backend.backend() in OWN_GRADIENT_BACKENDS
-            and self.axis in (-1, [-1], len(inputs.shape) - 1, [len(inputs.shape) - 1])
+            and self.axis in ([-1], [len(inputs.shape) - 1])  # `build` made it a list
             and self.center
             and self.scale
         )
