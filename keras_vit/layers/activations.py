@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_vit.layers.recomputation import after_gradient, recomputes
+
 # Backends whose autodiff of `ops.gelu` keeps several (batch, seq, intermediate) temporaries
 # for the backward pass; PyTorch's native GELU keeps only its input.
 GELU_WITH_OWN_GRADIENT_BACKENDS = ("tensorflow", "jax")
@@ -15,22 +17,33 @@ def gelu(x):
 
     On TensorFlow and JAX the value is x·Φ(x) and the gradient GELU's closed form,
     dy·(Φ(x) + x·φ(x)), so training keeps x and Φ(x) for the backward pass instead of the
-    erf chain's temporaries (less peak memory for a training step; see
-    `benchmarks/README.md`). Values within 1e-6 of `ops.gelu(x, approximate=False)`.
+    erf chain's temporaries, and on JAX only x, recomputing Φ(x) in the backward pass
+    (`recomputation.RECOMPUTING_BACKENDS`); less peak memory for a training step, see
+    `benchmarks/README.md`. Values within 1e-6 of `ops.gelu(x, approximate=False)`.
     """
     if keras.backend.backend() in GELU_WITH_OWN_GRADIENT_BACKENDS:
         return _gelu_closed_form_gradient(x)
     return ops.gelu(x, approximate=False)
 
 
+def _normal_cdf(x):
+    """Φ(x) = (1 + erf(x/√2))/2."""
+    return 0.5 * (1.0 + ops.erf(x * math.sqrt(0.5)))
+
+
 @ops.custom_gradient
 def _gelu_closed_form_gradient(x):
-    cdf = 0.5 * (1.0 + ops.erf(x * math.sqrt(0.5)))  # Φ(x), kept for the backward pass
+    cdf = _normal_cdf(x)  # kept unless recomputes()
 
     def grad(*args, upstream=None):
         upstream = args[0] if upstream is None else upstream
-        pdf = ops.exp(-0.5 * ops.square(x)) * (1.0 / math.sqrt(2.0 * math.pi))  # φ(x)
-        return upstream * (cdf + x * pdf)
+        if recomputes():
+            (x_,) = after_gradient(upstream, x)
+            cdf_ = _normal_cdf(x_)
+        else:
+            x_, cdf_ = x, cdf
+        pdf = ops.exp(-0.5 * ops.square(x_)) * (1.0 / math.sqrt(2.0 * math.pi))  # φ(x)
+        return upstream * (cdf_ + x_ * pdf)
 
     return x * cdf, grad
 

@@ -5,6 +5,8 @@ import functools
 import keras
 from keras import ops
 
+from keras_vit.layers.recomputation import after_gradient
+
 
 # Backends whose `keras.ops.dot_product_attention` runs a fused kernel that never
 # materialises the (batch, heads, seq, seq) probabilities for the backward pass: PyTorch's
@@ -12,10 +14,10 @@ from keras import ops
 # TensorFlow and JAX it is the explicit math.
 SDPA_BACKENDS = ("torch",)
 # Backends on which `MultiHeadSelfAttention` takes `fused_attention` when it may. On JAX,
-# `_attention_saving_logsumexp` cut a DeiT-S/16 training step at 384 px from 13.2 s,
-# 5.68 GiB to 11.4 s, 4.16 GiB (benchmarks/README.md). On TensorFlow the same model ran
-# slower and kept as much memory (11.2 s, 4.02 GiB against 10.3 s, 3.87 GiB explicit),
-# so TensorFlow keeps the explicit path.
+# `_attention_saving_logsumexp` with the layer norm and GELU recomputations brought a
+# DeiT-S/16 training step at 384 px from 5.65 GiB peak RSS to 2.48 GiB (benchmarks/README.md).
+# On TensorFlow the same attention ran slower and kept as much memory (11.2 s, 4.02 GiB
+# against 10.3 s, 3.87 GiB explicit), so TensorFlow keeps the explicit path.
 FUSED_BACKENDS = SDPA_BACKENDS + ("jax",)
 
 
@@ -50,8 +52,9 @@ def fused_attention(query, key, value):
     On PyTorch this is `keras.ops.dot_product_attention` (`scaled_dot_product_attention`).
     On TensorFlow and JAX it is `_attention_saving_logsumexp`: the memory-efficient
     attention gradient of FlashAttention (Dao et al. 2022, section 3.1 and algorithm 4)
-    without tiling, so the backward pass keeps q, k, v, the context and one float32
-    log-sum-exp per query, and recomputes the probabilities from them.
+    without tiling. The backward pass keeps the inputs as given (on the layer's path, views
+    of its qkv projection) and one float32 log-sum-exp per query, and recomputes the
+    probabilities from them.
 
     Args:
         query, key, value: tensors (batch, seq, heads, head_dim).
@@ -59,35 +62,48 @@ def fused_attention(query, key, value):
     Returns:
         context (batch, seq, heads, head_dim), the same function as `explicit_attention`.
     """
-    scale = query.shape[-1] ** -0.5
     if keras.backend.backend() in SDPA_BACKENDS:
-        return ops.dot_product_attention(query, key, value, scale=scale)
-    query, key, value = (ops.transpose(t, (0, 2, 1, 3)) for t in (query, key, value))
-    context = _attention_saving_logsumexp(query * ops.cast(scale, query.dtype), key, value)
-    return ops.transpose(context, (0, 2, 1, 3))
+        return ops.dot_product_attention(query, key, value, scale=query.shape[-1] ** -0.5)
+    return _attention_saving_logsumexp(query, key, value)
+
+
+def _heads_first(tensor):
+    """(batch, seq, heads, head_dim) <-> (batch, heads, seq, head_dim)."""
+    return ops.transpose(tensor, (0, 2, 1, 3))
 
 
 def _float32_scores(query, key):
-    """q·kᵀ in float32, (batch, heads, seq, seq)."""
-    return ops.cast(ops.matmul(query, ops.swapaxes(key, -1, -2)), "float32")
+    """(q/√d·kᵀ in float32 (batch, heads, seq, seq), q/√d (batch, heads, seq, head_dim)).
+
+    From query and key (batch, seq, heads, head_dim).
+    """
+    scaled_query = _heads_first(query) * ops.cast(query.shape[-1] ** -0.5, query.dtype)
+    scores = ops.matmul(scaled_query, ops.transpose(key, (0, 2, 3, 1)))
+    return ops.cast(scores, "float32"), scaled_query
 
 
 @ops.custom_gradient
 def _attention_saving_logsumexp(query, key, value):
-    """softmax(q·kᵀ)·v on (batch, heads, seq, head_dim) tensors, q already scaled."""
-    scores = _float32_scores(query, key)
+    """softmax(q·kᵀ/√d)·v on (batch, seq, heads, head_dim) tensors."""
+    scores, _ = _float32_scores(query, key)
     logsumexp = ops.logsumexp(scores, axis=-1, keepdims=True)  # (batch, heads, seq, 1), kept
-    context = ops.matmul(ops.cast(ops.exp(scores - logsumexp), value.dtype), value)
+    probs = ops.cast(ops.exp(scores - logsumexp), value.dtype)
+    context = _heads_first(ops.matmul(probs, _heads_first(value)))
 
     def grad(*args, upstream=None):
         upstream = args[0] if upstream is None else upstream
-        probs = ops.exp(_float32_scores(query, key) - logsumexp)  # recomputed, not kept
-        d_value = ops.matmul(ops.swapaxes(ops.cast(probs, value.dtype), -1, -2), upstream)
-        d_probs = ops.cast(ops.matmul(upstream, ops.swapaxes(value, -1, -2)), "float32")
-        # Softmax backward: dS = P ∘ (dP − rowsum(dO ∘ O)), with rowsum(dO ∘ O) = rowsum(dP ∘ P).
-        row = ops.sum(ops.cast(upstream, "float32") * ops.cast(context, "float32"), axis=-1, keepdims=True)
-        d_scores = ops.cast(probs * (d_probs - row), query.dtype)
-        return ops.matmul(d_scores, key), ops.matmul(ops.swapaxes(d_scores, -1, -2), query), d_value
+        query_, key_, value_ = after_gradient(upstream, query, key, value)
+        scores, scaled_query = _float32_scores(query_, key_)
+        probs = ops.exp(scores - logsumexp)  # recomputed, not kept
+        d_context = _heads_first(upstream)
+        d_value = ops.matmul(ops.swapaxes(ops.cast(probs, value.dtype), -1, -2), d_context)
+        d_probs = ops.cast(ops.matmul(d_context, ops.transpose(value_, (0, 2, 3, 1))), "float32")
+        # Softmax backward, dS = P ∘ (dP − rowsum(dP ∘ P)), from tensors of this pass only
+        # (FlashAttention's rowsum(dO ∘ O) would keep the context in a second layout).
+        d_scores = ops.cast(probs * (d_probs - ops.sum(d_probs * probs, axis=-1, keepdims=True)), query.dtype)
+        d_query = ops.matmul(d_scores, _heads_first(key_)) * ops.cast(query.shape[-1] ** -0.5, query.dtype)
+        d_key = ops.matmul(ops.swapaxes(d_scores, -1, -2), scaled_query)
+        return _heads_first(d_query), _heads_first(d_key), _heads_first(d_value)
 
     return context, grad
 

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_vit.layers.recomputation import after_gradient, recomputes
+
 # Backends whose autodiff of `keras.ops.layer_normalization` keeps several full-size
 # temporaries (x − mean, the broadcast γ·rsqrt(var + ε), …) for the backward pass; PyTorch
 # runs its fused `layer_norm` kernel, which keeps the input and two per-row statistics.
@@ -16,12 +18,14 @@ class LayerNormalization(keras.layers.LayerNormalization):
     Same arguments, weights (`gamma`, `beta`) and values as the Keras layer (Ba et al.
     2016), without Keras' deprecated `rms_scaling` (use `keras.layers.RMSNormalization`).
     With the last axis, centring and scaling (the defaults) on TensorFlow and JAX, the
-    forward pass runs in float32 and keeps x̂ = (x − mean)·rstd and the per-row
-    rstd = 1/√(var + ε); the backward pass is the closed form
-    dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·γ, dγ = Σ dy·x̂ and dβ = Σ dy (as in
-    PyTorch's `layer_norm` kernel). Training then keeps one (batch, seq, hidden) float32
-    tensor per layer norm where JAX's autodiff of Keras' layer keeps three (tests/test_layers.py).
-    Other settings and the PyTorch backend run the Keras layer.
+    layer computes in float32 and its backward pass is the closed form
+    dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with x̂ = (x − mean)·rstd, rstd = 1/√(var + ε),
+    g = dy·γ, dγ = Σ dy·x̂ and dβ = Σ dy (as in PyTorch's `layer_norm` kernel). TensorFlow
+    keeps x̂ and the per-row rstd for it; JAX keeps only the input and recomputes both in
+    the backward pass (`recomputation.RECOMPUTING_BACKENDS`). Training then keeps one
+    (batch, seq, hidden) float32 tensor per layer norm where JAX's autodiff of Keras' layer
+    keeps three (tests/test_layers.py, tests/test_training_memory.py). Other settings and
+    the PyTorch backend run the Keras layer.
 
     Input: float tensor (..., hidden), any range. Output: same shape, the layer's compute
     dtype; values within 1e-5 of `torch.nn.functional.layer_norm` (tests/test_layers.py).
@@ -94,28 +98,37 @@ def layer_norm_closed_form_gradient(x, gamma, beta, epsilon):
     Returns a tensor of x's shape and dtype.
     """
 
+    def statistics(x32):
+        """(x − mean, rstd = 1/√(var + ε)) over the last axis."""
+        centered = x32 - ops.mean(x32, axis=-1, keepdims=True)
+        return centered, ops.rsqrt(ops.mean(ops.square(centered), axis=-1, keepdims=True) + epsilon)
+
     @ops.custom_gradient
     def normalize(x, gamma, beta):
         x32 = ops.cast(x, "float32")
-        mean = ops.mean(x32, axis=-1, keepdims=True)
-        centered = x32 - mean
-        rstd = ops.rsqrt(ops.mean(ops.square(centered), axis=-1, keepdims=True) + epsilon)
-        normalized = centered * rstd  # kept for the backward pass, with rstd
+        centered, rstd = statistics(x32)
+        normalized = centered * rstd  # kept with rstd unless recomputes()
         gamma32 = ops.cast(gamma, "float32")
         outputs = normalized * gamma32 + ops.cast(beta, "float32")
 
         def grad(*args, upstream=None):
             upstream = ops.cast(args[0] if upstream is None else upstream, "float32")
-            width = normalized.shape[-1]
+            if recomputes():
+                x32_, gamma32_ = after_gradient(upstream, x32, gamma32)
+                centered_, rstd_ = statistics(x32_)
+                normalized_ = centered_ * rstd_
+            else:
+                normalized_, rstd_, gamma32_ = normalized, rstd, gamma32
+            width = normalized_.shape[-1]
             flat_upstream = ops.reshape(upstream, (-1, width))
-            flat_normalized = ops.reshape(normalized, (-1, width))
-            d_normalized = upstream * gamma32
-            d_x = rstd * (
+            flat_normalized_ = ops.reshape(normalized_, (-1, width))
+            d_normalized = upstream * gamma32_
+            d_x = rstd_ * (
                 d_normalized
                 - ops.mean(d_normalized, axis=-1, keepdims=True)
-                - normalized * ops.mean(d_normalized * normalized, axis=-1, keepdims=True)
+                - normalized_ * ops.mean(d_normalized * normalized_, axis=-1, keepdims=True)
             )
-            d_gamma = ops.sum(flat_upstream * flat_normalized, axis=0)
+            d_gamma = ops.sum(flat_upstream * flat_normalized_, axis=0)
             d_beta = ops.sum(flat_upstream, axis=0)
             return ops.cast(d_x, x.dtype), ops.cast(d_gamma, gamma.dtype), ops.cast(d_beta, beta.dtype)
 

@@ -1,0 +1,89 @@
+"""XLA's memory plan for a keras_vit training gradient on JAX: this tree against another checkout.
+
+Compiles (does not run) the gradient of the classification loss of DeiT-S/16 dimensions
+(hidden 384, 12 layers, 6 heads, MLP 1536, 10 classes, float32) and prints XLA's planned peak
+of temporary buffers (`memory_analysis().temp_size_in_bytes`: activations kept for the
+backward pass plus the transients live with them; weights and inputs not counted). The plan
+is deterministic, so one process per setting suffices and background load does not matter.
+It explains peak RSS in `cpu_training.py`; it is not a substitute for it.
+
+Usage:  python benchmarks/jax_memory_plan.py --settings 224x16 384x8 224x4 384x4 512x4 --baseline DIR
+"""
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, patch_size=16)
+
+
+def worker(res, batch):
+    import jax
+    import keras
+    import numpy as np
+
+    import keras_vit
+
+    model = keras_vit.ViTForImageClassification(keras_vit.ViTConfig(**DEIT_SMALL, image_size=res, num_labels=10))
+    pixels = np.zeros((batch, res, res, 3), "float32")
+    labels = np.zeros((batch,), "int32")
+    model(pixels[:1])
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def loss(trainable, pixels, labels):
+        logits = model.stateless_call(trainable, non_trainable, pixels, training=True)[0]["logits"]
+        return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+
+    trainable = [v.value for v in model.trainable_variables]
+    compiled = jax.jit(jax.grad(loss)).lower(trainable, pixels, labels).compile()
+    print(json.dumps({"temp_bytes": compiled.memory_analysis().temp_size_in_bytes}))
+
+
+def planned_gib(tree, res, batch):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(tree)}
+    command = [sys.executable, __file__, "--worker", str(res), str(batch)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode or not lines:
+        raise SystemExit(f"{tree} {res} px batch {batch} failed:\n{result.stderr[-2000:]}")
+    return json.loads(lines[-1])["temp_bytes"] / 2**30
+
+
+def setting(text):
+    try:
+        res, batch = (int(part) for part in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RESxBATCH such as 224x16, received {text!r}") from None
+    if res % DEIT_SMALL["patch_size"] or batch < 1:
+        raise argparse.ArgumentTypeError(f"expected a resolution divisible by 16 and batch >= 1, received {text!r}")
+    return res, batch
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", type=setting, nargs="+", default=[(224, 16), (384, 8)], metavar="RESxBATCH")
+    parser.add_argument("--baseline", type=Path, help="another keras_vit checkout to compare with")
+    args = parser.parse_args()
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in ("keras", "jax", "jaxlib"))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {versions}; python {platform.python_version()}")
+    print("DeiT-S/16 dims, 10 classes, float32; cells: XLA's planned temporary buffers of the training gradient\n")
+    trees = [("this tree", ROOT)] + ([("baseline", args.baseline)] if args.baseline else [])
+    print("| resolution (tokens), batch | " + " | ".join(name for name, _ in trees) + (" | ratio |" if args.baseline else " |"))
+    print("| --- " * (len(trees) + 1 + bool(args.baseline)) + "|")
+    for res, batch in args.settings:
+        gib = [planned_gib(tree, res, batch) for _, tree in trees]
+        cells = [f"{g:.3f} GiB" for g in gib] + ([f"{gib[0] / gib[1]:.2f}x"] if args.baseline else [])
+        print(f"| {res} px ({(res // 16) ** 2 + 1}), {batch} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        main()
