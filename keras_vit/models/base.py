@@ -12,6 +12,7 @@ compiled without one; `from_pretrained` / `save_pretrained`; `get_config` / `fro
 import inspect
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_vit import checkpoints
@@ -49,6 +50,25 @@ def _output_names(outputs):
         value = outputs[key]
         names.extend([f"{key}_{i}" for i in range(len(value))] if isinstance(value, tuple) else [key])
     return names
+
+
+def _positive_int_or_none(value):
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+
+
+def _in_memory_inputs(x, input_names):
+    """x as a NumPy array, a tensor or a dict of them (a list keyed by `input_names`), else None.
+
+    None too when the arrays are not batches of one length: Keras' adapter then says what is wrong.
+    """
+    if isinstance(x, (list, tuple)) and len(x) == len(input_names):
+        x = dict(zip(input_names, x))
+    values = list(x.values()) if isinstance(x, dict) and x else [x]
+    if not all(isinstance(v, np.ndarray) or ops.is_tensor(v) for v in values):
+        return None
+    if any(len(v.shape) == 0 for v in values) or len({v.shape[0] for v in values}) != 1:
+        return None
+    return x
 
 
 class VisionTransformer(keras.Model):
@@ -322,6 +342,28 @@ class VisionTransformer(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, self._predictions(y_pred), sample_weight)
+
+    # === Inference ===
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """`keras.Model.predict`; on TensorFlow, in-memory inputs are batched by `tf.data`.
+
+        Inputs as for calling the model (`pixel_values` (batch, height, width, channels) float,
+        normalised; `bool_masked_pos`, `head_mask` where the graph has them); returns the output
+        dict with NumPy arrays, batches concatenated. Keras' array adapter builds and traces a
+        slicing pipeline on every call, about 60 ms of 115 ms for DeiT-Ti/16 at batch 1 on 2
+        CPU cores (`benchmarks/README.md`). NumPy arrays and tensors of one batch length, alone,
+        in a dict, or in a list in `input_names` order, are batched here with
+        `tf.data.Dataset.from_tensor_slices(x).batch(batch_size or 32)`, the way keras-hub's
+        `predict` does: same batches in the same order, so the same outputs. Datasets,
+        generators, other backends and anything else go to Keras as given, errors included.
+        """
+        if keras.backend.backend() == "tensorflow" and _positive_int_or_none(batch_size):
+            arrays = _in_memory_inputs(x, self.input_names)
+            if arrays is not None:
+                import tensorflow as tf
+
+                x, batch_size = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size or 32), None
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
     # === Hugging Face checkpoints ===
     @classmethod
