@@ -19,8 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, patch_size=16)
+from cpu_training import DEIT_SMALL, ROOT  # benchmarks/ is sys.path[0] when run as a script
 
 
 def worker(res, batch):
@@ -61,7 +60,9 @@ def setting(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected RESxBATCH such as 224x16, received {text!r}") from None
     if res % DEIT_SMALL["patch_size"] or batch < 1:
-        raise argparse.ArgumentTypeError(f"expected a resolution divisible by 16 and batch >= 1, received {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a resolution divisible by {DEIT_SMALL['patch_size']} and batch >= 1, received {text!r}"
+        )
     return res, batch
 
 
@@ -79,7 +80,7 @@ def main():
     for res, batch in args.settings:
         gib = [planned_gib(tree, res, batch) for _, tree in trees]
         cells = [f"{g:.3f} GiB" for g in gib] + ([f"{gib[0] / gib[1]:.2f}x"] if args.baseline else [])
-        print(f"| {res} px ({(res // 16) ** 2 + 1}), {batch} | " + " | ".join(cells) + " |", flush=True)
+        print(f"| {res} px ({(res // DEIT_SMALL['patch_size']) ** 2 + 1}), {batch} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def explicit_attention(query, key, value, head_mask=None, dropout=None):
     query = ops.transpose(query, (0, 2, 1, 3))
     key = ops.transpose(key, (0, 2, 3, 1))
     value = ops.transpose(value, (0, 2, 1, 3))
-    scores = ops.matmul(query, key) * ops.cast(query.shape[-1] ** -0.5, query.dtype)
+    scores = ops.matmul(query, key) * ops.cast(_scale(query), query.dtype)
     probs = ops.softmax(ops.cast(scores, "float32"), axis=-1)
     weights = probs if dropout is None else dropout(probs)
     if head_mask is not None:
@@ -63,8 +63,13 @@ def fused_attention(query, key, value):
         context (batch, seq, heads, head_dim), the same function as `explicit_attention`.
     """
     if keras.backend.backend() in SDPA_BACKENDS:
-        return ops.dot_product_attention(query, key, value, scale=query.shape[-1] ** -0.5)
+        return ops.dot_product_attention(query, key, value, scale=_scale(query))
     return _attention_saving_logsumexp(query, key, value)
+
+
+def _scale(query):
+    """1/√head_dim, the scores' scale."""
+    return query.shape[-1] ** -0.5
 
 
 def _heads_first(tensor):
@@ -77,7 +82,7 @@ def _float32_scores(query, key):
 
     From query and key (batch, seq, heads, head_dim).
     """
-    scaled_query = _heads_first(query) * ops.cast(query.shape[-1] ** -0.5, query.dtype)
+    scaled_query = _heads_first(query) * ops.cast(_scale(query), query.dtype)
     scores = ops.matmul(scaled_query, ops.transpose(key, (0, 2, 3, 1)))
     return ops.cast(scores, "float32"), scaled_query
 
@@ -101,7 +106,7 @@ def _attention_saving_logsumexp(query, key, value):
         # Softmax backward, dS = P ∘ (dP − rowsum(dP ∘ P)), from tensors of this pass only
         # (FlashAttention's rowsum(dO ∘ O) would keep the context in a second layout).
         d_scores = ops.cast(probs * (d_probs - ops.sum(d_probs * probs, axis=-1, keepdims=True)), query.dtype)
-        d_query = ops.matmul(d_scores, _heads_first(key_)) * ops.cast(query.shape[-1] ** -0.5, query.dtype)
+        d_query = ops.matmul(d_scores, _heads_first(key_)) * ops.cast(_scale(query), query.dtype)
         d_key = ops.matmul(ops.swapaxes(d_scores, -1, -2), scaled_query)
         return _heads_first(d_query), _heads_first(d_key), _heads_first(d_value)
 

@@ -1,4 +1,4 @@
-"""Layer normalisation over the last axis whose backward pass keeps one normalised tensor."""
+"""Layer normalisation over the last axis whose backward pass keeps one full-size tensor."""
 
 import keras
 from keras import ops
