@@ -5,7 +5,7 @@ import functools
 import keras
 from keras import ops
 
-from keras_vit.layers.recomputation import after_gradient
+from keras_vit.layers.recomputation import after_gradient, recomputes
 
 
 # Backends whose `keras.ops.dot_product_attention` runs a fused kernel that never
@@ -13,12 +13,18 @@ from keras_vit.layers.recomputation import after_gradient
 # `scaled_dot_product_attention` (flash / memory-efficient kernels on CPU and GPU). On
 # TensorFlow and JAX it is the explicit math.
 SDPA_BACKENDS = ("torch",)
-# Backends on which `MultiHeadSelfAttention` takes `fused_attention` when it may. On JAX,
-# `_attention_saving_logsumexp` with the layer norm and GELU recomputations brought a
-# DeiT-S/16 training step at 384 px from 5.65 GiB peak RSS to 2.48 GiB (benchmarks/README.md).
-# On TensorFlow the same attention ran slower and kept as much memory (11.2 s, 4.02 GiB
-# against 10.3 s, 3.87 GiB explicit), so TensorFlow keeps the explicit path.
-FUSED_BACKENDS = SDPA_BACKENDS + ("jax",)
+# `MultiHeadSelfAttention` takes `fused_attention` when it may on the backends in
+# `SDPA_BACKENDS` and wherever gradients recompute (`recomputation.recomputes`: JAX, and
+# TensorFlow inside XLA-compiled functions). On JAX, `_attention_saving_logsumexp` with the
+# layer norm and GELU recomputations brought a DeiT-S/16 training step at 384 px from
+# 5.65 GiB peak RSS to 2.48 GiB (benchmarks/README.md). TensorFlow graphs without XLA keep
+# the explicit path: there the same attention ran slower and kept as much memory (11.2 s,
+# 4.02 GiB against 10.3 s, 3.87 GiB explicit).
+
+
+def takes_fused_path():
+    """Whether `MultiHeadSelfAttention` calls traced here may take `fused_attention`."""
+    return keras.backend.backend() in SDPA_BACKENDS or recomputes()
 
 
 def explicit_attention(query, key, value, head_mask=None, dropout=None):
@@ -125,10 +131,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     `head_mask`). The output projection `output` is followed by dropout.
 
     Two paths compute the same function. When neither the probabilities nor `head_mask`
-    are requested and attention dropout is inactive, backends in `FUSED_BACKENDS` run
-    `fused_attention`, whose backward pass keeps no (seq, seq) tensor: PyTorch's
-    `scaled_dot_product_attention`, and on JAX a memory-efficient gradient that recomputes
-    the probabilities from a saved log-sum-exp. Otherwise, and on TensorFlow, the math runs
+    are requested and attention dropout is inactive, `fused_attention` runs where
+    `takes_fused_path()`; its backward pass keeps no (seq, seq) tensor: PyTorch's
+    `scaled_dot_product_attention`, and on JAX and in XLA-compiled TensorFlow functions
+    (`jit_compile=True`) a memory-efficient gradient that recomputes the probabilities from a
+    saved log-sum-exp. Otherwise, and in TensorFlow graphs without XLA, the math runs
     as two batched matmuls around a float32 softmax (`explicit_attention`), the path that
     returns probabilities and applies `head_mask`. The projections run on the
     (batch·seq, hidden) reshape of the tokens (faster gradients on JAX, same speed elsewhere).
@@ -219,7 +226,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             return_attention_scores
             or head_mask is not None
             or (training and self.attention_dropout > 0)
-            or keras.backend.backend() not in FUSED_BACKENDS
+            or not takes_fused_path()
         )
         if explicit:
             if head_mask is not None:

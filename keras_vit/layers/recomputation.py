@@ -3,17 +3,40 @@
 import keras
 from keras import ops
 
-# Backends on which the layer norm and GELU gradients recompute x̂ and Φ(x) from their input
-# instead of keeping them: JAX, whose XLA fuses the recomputation into the gradient's kernels.
-# TensorFlow on CPU runs graphs op by op without XLA, where the recomputation's temporaries
-# cost more than the saved tensors: a DeiT-S/16 step at 224 px batch 16 took 5.06 s, 3.20 GiB
-# against 4.43 s, 2.84 GiB keeping them (benchmarks/README.md).
+# Backends on which the layer norm and GELU gradients recompute x̂ and Φ(x) from their input,
+# and attention recomputes its probabilities, instead of keeping them: JAX, whose XLA fuses the
+# recomputation into the gradient's kernels. TensorFlow does so inside XLA-compiled functions
+# only (`recomputes`): its CPU graphs otherwise run op by op, where the recomputation's
+# temporaries cost more than the saved tensors (a DeiT-S/16 step at 224 px batch 16 took
+# 5.06 s, 3.20 GiB against 4.43 s, 2.84 GiB keeping them; benchmarks/README.md).
 RECOMPUTING_BACKENDS = ("jax",)
 
 
 def recomputes():
-    """Whether the current Keras backend is in `RECOMPUTING_BACKENDS`."""
-    return keras.backend.backend() in RECOMPUTING_BACKENDS
+    """Whether gradients traced here recompute forward intermediates.
+
+    True on the backends in `RECOMPUTING_BACKENDS`, and on TensorFlow while tracing an
+    XLA-compiled function (`compile(jit_compile=True)`, Keras' default on GPUs, or
+    `tf.function(jit_compile=True)`): there a DeiT-S/16 training step at 224 px batch 16
+    peaked at 2.61 GiB against 2.98 GiB keeping the tensors, at the same speed
+    (benchmarks/README.md).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow_traces_for_xla()
+    return backend in RECOMPUTING_BACKENDS
+
+
+def _tensorflow_traces_for_xla():
+    """Whether the current TensorFlow graph is traced for XLA (`tf.function(jit_compile=True)`).
+
+    TensorFlow marks such traces with an XLA control-flow context; it has no public API for
+    reading it (`tf.function` itself reads it through `control_flow_util`).
+    """
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def after_gradient(upstream, *tensors):

@@ -1,0 +1,162 @@
+"""TensorFlow under XLA: gradients recompute (as on JAX) and predict compiles with XLA."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_vit
+from keras_vit.layers import attention
+from keras_vit.layers.recomputation import recomputes
+from keras_vit.layers.transformer_block import TransformerBlock
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's XLA")
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Counts `fused_attention` calls (each trace of a layer call that takes the fused path)."""
+    calls = []
+    fused = attention.fused_attention
+    monkeypatch.setattr(attention, "fused_attention", lambda *args: calls.append(1) or fused(*args))
+    return calls
+
+
+def test_recomputes_only_while_tracing_for_xla():
+    def flag():
+        return tf.constant(recomputes())
+
+    xla = tf.function(flag, jit_compile=True)
+    assert not recomputes()
+    assert not tf.function(flag)().numpy()
+    assert xla().numpy()
+    assert tf.function(lambda: xla())().numpy()  # an XLA function called from a plain graph
+
+
+def test_block_gradients_under_xla_equal_eager_gradients(fused_calls):
+    block = TransformerBlock(32, 4, 37)
+    rng = np.random.default_rng(0)
+    tokens = tf.constant(rng.normal(size=(2, 17, 32)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(2, 17, 32)).astype("float32"))
+    block(tokens)
+
+    def value_and_gradients(tokens):
+        with tf.GradientTape() as tape:
+            tape.watch(tokens)
+            value = block(tokens)
+        return value, tape.gradient(value, [tokens] + block.trainable_variables, output_gradients=upstream)
+
+    eager_value, eager_grads = value_and_gradients(tokens)
+    assert not fused_calls  # eagerly: explicit attention, saved x̂ and Φ(x)
+    xla_value, xla_grads = tf.function(value_and_gradients, jit_compile=True)(tokens)
+    assert len(fused_calls) == 1  # under XLA: fused attention, recomputed x̂, Φ(x), probabilities
+    np.testing.assert_allclose(xla_value.numpy(), eager_value.numpy(), atol=1e-5)
+    assert len(xla_grads) == 1 + len(block.trainable_variables) == 1 + 12
+    for xla_grad, eager_grad, name in zip(xla_grads, eager_grads, ["tokens"] + [v.path for v in block.trainable_variables]):
+        np.testing.assert_allclose(xla_grad.numpy(), eager_grad.numpy(), atol=1e-5, err_msg=name)
+
+
+TASKS = [keras_vit.ViTForImageClassification, keras_vit.DeiTForImageClassificationWithTeacher]
+IMAGES = np.random.default_rng(1).normal(size=(5, 32, 32, 3)).astype("float32")
+LABELS = np.array([0, 1, 2, 0, 1])
+
+
+def _model(cls=keras_vit.ViTForImageClassification, **config):
+    config_class = keras_vit.DeiTConfig if cls.__name__.startswith("DeiT") else keras_vit.ViTConfig
+    return cls(config_class(**TINY, **config))
+
+
+def _counts(model, fused_calls):
+    """Fused-attention traces of fit, evaluate and predict: > 0 where the step ran under XLA."""
+    counts = {}
+    for name, run in [
+        ("fit", lambda: model.fit(IMAGES, LABELS, batch_size=5, verbose=0)),
+        ("evaluate", lambda: model.evaluate(IMAGES, LABELS, batch_size=5, verbose=0)),
+        ("predict", lambda: model.predict(IMAGES, batch_size=5, verbose=0)),
+    ]:
+        fused_calls.clear()
+        run()
+        counts[name] = len(fused_calls)
+    return counts
+
+
+@pytest.mark.parametrize(
+    "compile_kwargs, xla_steps",
+    [
+        ({}, {"fit", "evaluate", "predict"}),
+        ({"jit_compile": "auto"}, {"fit", "evaluate", "predict"}),
+        ({"loss": "sparse_categorical_crossentropy"}, {"predict"}),  # Keras' losses check nothing under XLA
+        ({"jit_compile": False}, set()),
+        ({"run_eagerly": True}, set()),
+        ({"jit_compile": True}, {"fit", "evaluate", "predict"}),  # Keras' own XLA steps
+    ],
+    ids=["default", "auto", "keras loss", "jit_compile=False", "run_eagerly", "jit_compile=True"],
+)
+def test_steps_use_xla_unless_told_otherwise(compile_kwargs, xla_steps, fused_calls):
+    model = _model()
+    model.compile(keras.optimizers.Adam(1e-3), **compile_kwargs)
+    counts = _counts(model, fused_calls)
+    assert {name for name, count in counts.items() if count} == xla_steps, counts
+    # Every layer traces the fused path in an XLA step (once per trace).
+    assert all(count % TINY["num_hidden_layers"] == 0 for count in counts.values()), counts
+
+
+def test_uncompiled_predict_uses_xla_and_equals_the_call(fused_calls):
+    model = _model()
+    expected = keras.ops.convert_to_numpy(model(IMAGES)["logits"])
+    predicted = model.predict(IMAGES, batch_size=5, verbose=0)["logits"]
+    on_batch = model.predict_on_batch(IMAGES)["logits"]
+    assert fused_calls
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+    np.testing.assert_allclose(on_batch, expected, atol=1e-5)
+    assert model.jit_compile is False  # Keras' own resolution on CPU, reported unchanged
+
+
+def test_a_layer_without_xla_support_keeps_keras_choice(fused_calls):
+    model = _model()
+    model.get_layer("classifier").supports_jit = False
+    model.compile(keras.optimizers.Adam(1e-3))
+    assert _counts(model, fused_calls) == {"fit": 0, "evaluate": 0, "predict": 0}
+
+
+@pytest.mark.parametrize("cls", TASKS, ids=lambda c: c.__name__)
+def test_xla_training_step_equals_the_graph_step(cls, fused_calls):
+    graph, xla = _model(cls), _model(cls)
+    xla.set_weights(graph.get_weights())
+    graph.compile(keras.optimizers.Adam(1e-2), jit_compile=False)
+    xla.compile(keras.optimizers.Adam(1e-2))
+    for model in (graph, xla):
+        model.fit(IMAGES, LABELS, batch_size=5, epochs=2, verbose=0)
+    assert fused_calls
+    for a, b, variable in zip(xla.get_weights(), graph.get_weights(), graph.weights):
+        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=variable.path)
+    changed = [np.abs(a - b).max() for a, b in zip(xla.get_weights(), _model(cls).get_weights())]
+    assert max(changed) > 1e-3  # the steps did train
+
+
+@pytest.mark.parametrize("cls", TASKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("bad", [3, -1])
+def test_label_checks_stop_the_xla_step_before_it_runs(cls, bad, fused_calls):
+    model = _model(cls)
+    model.compile(keras.optimizers.Adam(1e-2))
+    before = model.get_weights()
+    labels = np.array([0, 1, bad, 0, 1])
+    for run in (
+        lambda: model.fit(IMAGES, labels, batch_size=5, verbose=0),
+        lambda: model.evaluate(IMAGES, labels, batch_size=5, verbose=0),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected integer class labels in \[0, 3\)"):
+            run()
+    assert fused_calls  # the steps were compiled with XLA
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_soft_labels_train_under_xla(fused_calls):
+    model = _model(problem_type="single_label_classification")
+    model.compile(keras.optimizers.Adam(1e-2))
+    one_hot = np.eye(3, dtype="float32")[LABELS]
+    losses = model.fit(IMAGES, one_hot, batch_size=5, epochs=4, verbose=0).history["loss"]
+    assert fused_calls
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
