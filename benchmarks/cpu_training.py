@@ -3,8 +3,10 @@
 One training step = forward + backward + AdamW update on random data, DeiT-S/16 dimensions
 (hidden 384, 12 layers, 6 heads, MLP 1536, patch 16, no distillation token: every peer has
 this ViT architecture), 10 classes, float32. keras_vit and keras-hub train through
-`train_on_batch` after `compile(AdamW, sparse cross-entropy)`; transformers (PyTorch, sdpa
-attention) through `loss.backward()` and `torch.optim.AdamW`.
+`train_on_batch` after `compile(AdamW)`, keras-hub with sparse cross-entropy from logits,
+keras_vit with its built-in loss (the same function; on TensorFlow it is what enables the
+XLA-compiled step of `jit_compile="auto"`); transformers (PyTorch, sdpa attention) through
+`loss.backward()` and `torch.optim.AdamW`.
 
 Each framework runs in its own subprocess (one process per framework, resolution and
 repeat), so peak RSS (`ru_maxrss`, whole process: runtime, weights, optimizer state and

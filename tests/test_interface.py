@@ -75,11 +75,16 @@ def test_predict_batches_arrays_with_tf_data(cls, monkeypatch):
     as_dict = dict(zip(model.input_names, x)) if isinstance(x, list) else {"pixel_values": x}
     # In-memory inputs skip Keras' array adapter (it re-traces a slicing pipeline per call).
     monkeypatch.setattr(array_data_adapter.ArrayDataAdapter, "__init__", lambda *a, **k: pytest.fail("array adapter"))
+    given_to_keras = []
+    keras_predict = keras.Model.predict
+    monkeypatch.setattr(keras.Model, "predict", lambda self, x, **kw: given_to_keras.append(x) or keras_predict(self, x, **kw))
     for given in (x, as_dict, {k: tf.constant(v) for k, v in as_dict.items()}):
         for batch_size in (None, 3):  # 3: a last batch of 1
             predicted = model.predict(given, batch_size=batch_size, verbose=0)
             assert _max_difference(expected, predicted) < 1e-5
     assert len(model.predict(x, batch_size=3, steps=1, verbose=0)[model.output_names[0]]) == 3
+    # tf.data's autotuning thread competes with the model for the cores; nothing needs tuning.
+    assert given_to_keras and all(not data.options().autotune.enabled for data in given_to_keras)
 
 
 @pytest.mark.parametrize("cls", TASKS, ids=lambda c: c.__name__)

@@ -22,9 +22,9 @@ class LayerNormalization(keras.layers.LayerNormalization):
     dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with x̂ = (x − mean)·rstd, rstd = 1/√(var + ε),
     g = dy·γ, dγ = Σ dy·x̂ and dβ = Σ dy (as in PyTorch's `layer_norm` kernel). TensorFlow
     keeps x̂ and the per-row rstd for it; JAX, and TensorFlow inside XLA-compiled functions,
-    keep only the input and recompute both in the backward pass (`recomputation.recomputes`). Training then keeps one
-    (batch, seq, hidden) float32 tensor per layer norm where JAX's autodiff of Keras' layer
-    keeps three (tests/test_layers.py, tests/test_training_memory.py). Other settings and
+    keep only the input and recompute both in the backward pass
+    (`recomputation.recomputes`). Training then keeps one (batch, seq, hidden) float32
+    tensor per layer norm where JAX's autodiff of Keras' layer keeps three (tests/test_layers.py, tests/test_training_memory.py). Other settings and
     the PyTorch backend run the Keras layer.
 
     Input: float tensor (..., hidden), any range. Output: same shape, the layer's compute

@@ -320,10 +320,10 @@ class VisionTransformer(keras.Model):
         built-in loss and every `predict` step are XLA-compiled there too (`_step`), and the
         built-in loss's label checks (`label_checks`) run before the compiled step, since XLA
         drops TensorFlow's assertions. On 2 CPU cores a DeiT-S/16 training step at 224 px
-        batch 16 then takes 3.5 s and 2.6 GiB instead of 4.3 s and 3.0 GiB (its gradients
-        recompute attention probabilities, x̂ and Φ(x), `layers.recomputation`), and `predict`
-        of ViT-B/16 at batch 8 1.70 s instead of 1.98 s (`benchmarks/README.md`); outputs
-        differ by ~1e-6. `model.jit_compile` still reports Keras' value (False). A `loss`
+        batch 16 then took 3.54 s and 2.68 GiB instead of 4.20 s and 2.86 GiB (its gradients
+        recompute attention probabilities, x̂ and Φ(x), `layers.recomputation`), and
+        `predict_on_batch` of ViT-B/16 at batch 8 1.69 s instead of 2.03 s
+        (`benchmarks/README.md`); outputs differ by ~1e-6. `model.jit_compile` still reports Keras' value (False). A `loss`
         given here, `jit_compile=True/False`, `run_eagerly`, tf.distribute, op determinism
         or a layer without `supports_jit` leave Keras' choice in place (with `loss` for
         training and evaluation: Keras' own losses check nothing under XLA), and so does a
@@ -351,7 +351,7 @@ class VisionTransformer(keras.Model):
         return self._step(super().predict_step, *args, labelled=False)
 
     def _step(self, step, *args, labelled=True):
-        """Keras' `step(*args)`, inside an XLA-compiled function where `_steps_use_xla` (see `compile`).
+        """Keras' `step(*args)`, XLA-compiled where `_steps_use_xla` (see `compile`).
 
         Keras calls steps inside its own `tf.function`; the compiled step is a nested
         `tf.function(jit_compile=True)`, as Keras builds it for `jit_compile=True`, so the
@@ -420,8 +420,8 @@ class VisionTransformer(keras.Model):
         slicing pipeline on every call, about 60 ms of 115 ms for DeiT-Ti/16 at batch 1 on 2
         CPU cores (`benchmarks/README.md`). NumPy arrays and tensors of one batch length, alone,
         in a dict, or in a list in `input_names` order, are batched here with
-        `tf.data.Dataset.from_tensor_slices(x).batch(batch_size or 32)`, the way keras-hub's
-        `predict` does: same batches in the same order, so the same outputs. Datasets,
+        `tf.data.Dataset.from_tensor_slices(x).batch(batch_size or 32)` (autotuning off), the
+        way keras-hub's `predict` does: same batches in the same order, so the same outputs. Datasets,
         generators, other backends and anything else go to Keras as given, errors included.
         """
         if keras.backend.backend() == "tensorflow" and _positive_int_or_none(batch_size):
@@ -429,7 +429,12 @@ class VisionTransformer(keras.Model):
             if arrays is not None:
                 import tensorflow as tf
 
-                x, batch_size = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size or 32), None
+                # Nothing here to tune; tf.data's autotuning thread slowed 4 of 18 ViT-B/16
+                # batch-8 calls on 2 cores from 1.7 s to 2.55 s, and none of 27 without it.
+                options = tf.data.Options()
+                options.autotune.enabled = False
+                x = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size or 32).with_options(options)
+                batch_size = None
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
     # === Hugging Face checkpoints ===
