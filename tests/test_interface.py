@@ -1,6 +1,8 @@
 """The Keras-native interface: backbone + task composition, one-input graphs that Keras' own export paths
 take, LoRA and freezing, per-output compile dicts, and strict arguments."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -256,3 +258,20 @@ def test_from_pretrained_with_preprocessing_takes_raw_images(tmp_path):
         np.testing.assert_allclose(composed(images)["logits"], expected, atol=0.05)
     data = tf.data.Dataset.from_tensor_slices(photos.astype("float32")).batch(2)
     np.testing.assert_allclose(composed.predict(data, verbose=0)["logits"], expected, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    "given, lengths",
+    [
+        (lambda: np.array(1.0), "{'pixel_values': None}"),
+        (lambda: {"pixel_values": IMAGES[:4], "bool_masked_pos": MASK[:3]}, "{'pixel_values': 4, 'bool_masked_pos': 3}"),
+        (lambda: [IMAGES[:4], MASK[:3]], "{'pixel_values': 4, 'bool_masked_pos': 3}"),
+    ],
+    ids=["scalar", "dict of different lengths", "list of different lengths"],
+)
+def test_predict_names_inputs_without_one_batch_length(given, lengths, monkeypatch):
+    model = build(keras_vit.ViTForMaskedImageModeling)
+    # Raised before Keras builds anything (its array adapter failed with IndexError / AttributeError).
+    monkeypatch.setattr(keras.Model, "predict", lambda *a, **k: pytest.fail("reached Keras' predict"))
+    with pytest.raises(ValueError, match=re.escape(f"Received batch lengths {lengths}")):
+        model.predict(given(), verbose=0)

@@ -59,15 +59,21 @@ def _positive_int_or_none(value):
 def _in_memory_inputs(x, input_names):
     """x as a NumPy array, a tensor or a dict of them (a list keyed by `input_names`), else None.
 
-    None too when the arrays are not batches of one length: Keras' adapter then says what is wrong.
+    Raises:
+        ValueError: arrays without a batch axis or with different batch lengths, named
+            (Keras' array adapter would fail on them with an IndexError or AttributeError).
     """
     if isinstance(x, (list, tuple)) and len(x) == len(input_names):
         x = dict(zip(input_names, x))
-    values = list(x.values()) if isinstance(x, dict) and x else [x]
-    if not all(isinstance(v, np.ndarray) or ops.is_tensor(v) for v in values):
+    named = x if isinstance(x, dict) and x else {input_names[0]: x}
+    if not all(isinstance(v, np.ndarray) or ops.is_tensor(v) for v in named.values()):
         return None
-    if any(len(v.shape) == 0 for v in values) or len({v.shape[0] for v in values}) != 1:
-        return None
+    lengths = {name: int(v.shape[0]) if len(v.shape) else None for name, v in named.items()}
+    if None in lengths.values() or len(set(lengths.values())) != 1:
+        raise ValueError(
+            "Expected inputs with a batch axis of one length, e.g. pixel_values of shape (batch, height, width, "
+            f"channels). Received batch lengths {lengths} (None: a scalar without a batch axis)"
+        )
     return x
 
 
@@ -423,10 +429,14 @@ class VisionTransformer(keras.Model):
         `tf.data.Dataset.from_tensor_slices(x).batch(batch_size or 32)` (autotuning off), the
         way keras-hub's `predict` does: same batches in the same order, so the same outputs. Datasets,
         generators, other backends and anything else go to Keras as given, errors included.
+
+        Raises:
+            ValueError: on every backend, in-memory inputs without a batch axis or with
+                different batch lengths, naming each input's length.
         """
-        if keras.backend.backend() == "tensorflow" and _positive_int_or_none(batch_size):
+        if _positive_int_or_none(batch_size):
             arrays = _in_memory_inputs(x, self.input_names)
-            if arrays is not None:
+            if arrays is not None and keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
 
                 # Nothing here to tune; tf.data's autotuning thread slowed 4 of 18 ViT-B/16
