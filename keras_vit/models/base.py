@@ -329,8 +329,8 @@ class VisionTransformer(keras.Model):
         batch 16 then took 3.54 s and 2.68 GiB instead of 4.20 s and 2.86 GiB (its gradients
         recompute attention probabilities, x̂ and Φ(x), `layers.recomputation`), and
         `predict_on_batch` of ViT-B/16 at batch 8 1.69 s instead of 2.03 s
-        (`benchmarks/README.md`); outputs differ by ~1e-6. `model.jit_compile` still reports Keras' value (False). A `loss`
-        given here, `jit_compile=True/False`, `run_eagerly`, tf.distribute, op determinism
+        (`benchmarks/README.md`); outputs differ by ~1e-6. `model.jit_compile` still reports
+        Keras' value (False). A `loss` given here, `jit_compile=True/False`, `run_eagerly`, tf.distribute, op determinism
         or a layer without `supports_jit` leave Keras' choice in place (with `loss` for
         training and evaluation: Keras' own losses check nothing under XLA), and so does a
         compiled model reloaded from `.keras`, whose config records Keras' resolved value.
@@ -427,8 +427,9 @@ class VisionTransformer(keras.Model):
         CPU cores (`benchmarks/README.md`). NumPy arrays and tensors of one batch length, alone,
         in a dict, or in a list in `input_names` order, are batched here with
         `tf.data.Dataset.from_tensor_slices(x).batch(batch_size or 32)` (autotuning off), the
-        way keras-hub's `predict` does: same batches in the same order, so the same outputs. Datasets,
-        generators, other backends and anything else go to Keras as given, errors included.
+        way keras-hub's `predict` does: same batches in the same order, so the same outputs.
+        Datasets, generators and anything else go to Keras as given, errors included, and so do
+        in-memory inputs on other backends once their batch lengths are checked.
 
         Raises:
             ValueError: on every backend, in-memory inputs without a batch axis or with
