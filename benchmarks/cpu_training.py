@@ -64,6 +64,21 @@ def _torch_step(res, x, y):
     return step
 
 
+def keras_hub_classifier(res):
+    """keras-hub's `ViTImageClassifier` with DeiT-S/16 dimensions, logits out, no preprocessor."""
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(res, res, 3),
+        patch_size=DEIT_SMALL["patch_size"],
+        num_layers=DEIT_SMALL["num_hidden_layers"],
+        num_heads=DEIT_SMALL["num_attention_heads"],
+        hidden_dim=DEIT_SMALL["hidden_size"],
+        mlp_dim=DEIT_SMALL["intermediate_size"],
+    )
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=NUM_LABELS, preprocessor=None, activation=None)
+
+
 def _keras_step(framework, res, x, y, jit_compile):
     import keras
 
@@ -71,19 +86,7 @@ def _keras_step(framework, res, x, y, jit_compile):
     # it imports TensorFlow on every backend, +0.45 GiB peak RSS in a torch or JAX process.
     random.seed(0)
     if framework == "keras-hub":
-        import keras_hub
-
-        backbone = keras_hub.models.ViTBackbone(
-            image_shape=(res, res, 3),
-            patch_size=DEIT_SMALL["patch_size"],
-            num_layers=DEIT_SMALL["num_hidden_layers"],
-            num_heads=DEIT_SMALL["num_attention_heads"],
-            hidden_dim=DEIT_SMALL["hidden_size"],
-            mlp_dim=DEIT_SMALL["intermediate_size"],
-        )
-        model = keras_hub.models.ViTImageClassifier(
-            backbone=backbone, num_classes=NUM_LABELS, preprocessor=None, activation=None
-        )
+        model = keras_hub_classifier(res)
     else:
         import keras_vit
 

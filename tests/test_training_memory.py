@@ -1,10 +1,12 @@
-"""What a training step keeps per token and block on JAX, from XLA's compiled memory plan."""
+"""What a training step keeps per token and block, and what a deleted model leaves behind."""
 
 import json
 
 import keras
 import numpy as np
+import pytest
 
+from keras_vit.layers.custom_gradient import custom_gradient, graphs_own_custom_gradients
 from keras_vit.layers.recomputation import after_gradient
 from tests.conftest import run_check
 
@@ -30,3 +32,33 @@ def test_after_gradient_returns_the_same_values():
     # Documented: a non-finite upstream gradient makes every recomputed value NaN.
     (poisoned,) = after_gradient(np.array([1.0, np.inf], "float32"), x)
     assert np.isnan(keras.ops.convert_to_numpy(poisoned)).all()
+
+
+
+def test_deleted_models_free_their_tensorflow_graphs():
+    # tf.custom_gradient registers every traced call's gradient globally for good, pinning the
+    # graph and the variables it captures (custom_gradient.graphs_own_custom_gradients). Run in
+    # a fresh process: it counts every graph alive there.
+    out = json.loads(run_check("graph_release_check.py", "tensorflow", timeout=300).strip().splitlines()[-1])
+    assert out == {"graphs_alive": 0, "graph_names": [], "gradients_added": []}
+
+
+@custom_gradient
+def _times_three(x):
+    return 3.0 * x, lambda *args, upstream=None: 3.0 * (args[0] if upstream is None else upstream)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's gradient registry")
+def test_gradients_taken_after_nested_blocks_use_the_custom_gradient():
+    import tensorflow as tf
+
+    @tf.function
+    def gradient(x):
+        # The op's own block and an enclosing one (a model's step) both end before
+        # tf.gradients looks the gradient up by its registered name.
+        with graphs_own_custom_gradients():
+            y = _times_three(x * x)
+        return tf.gradients(y, x)[0]
+
+    # d(3x²)/dx = 6x, from the custom gradient (3·upstream) and the square's own gradient.
+    assert float(gradient(tf.constant(2.0))) == 12.0

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_vit.layers.custom_gradient import custom_gradient
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 # Backends whose autodiff of `ops.gelu` keeps several (batch, seq, intermediate) temporaries
@@ -31,7 +32,7 @@ def _normal_cdf(x):
     return 0.5 * (1.0 + ops.erf(x * math.sqrt(0.5)))
 
 
-@ops.custom_gradient
+@custom_gradient
 def _gelu_closed_form_gradient(x):
     cdf = _normal_cdf(x)  # kept unless recomputes()
 

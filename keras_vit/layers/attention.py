@@ -5,6 +5,7 @@ import functools
 import keras
 from keras import ops
 
+from keras_vit.layers.custom_gradient import custom_gradient
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 
@@ -93,7 +94,7 @@ def _float32_scores(query, key):
     return ops.cast(scores, "float32"), scaled_query
 
 
-@ops.custom_gradient
+@custom_gradient
 def _attention_saving_logsumexp(query, key, value):
     """softmax(q·kᵀ/√d)·v on (batch, seq, heads, head_dim) tensors."""
     scores, _ = _float32_scores(query, key)

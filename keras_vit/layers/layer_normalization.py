@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_vit.layers.custom_gradient import custom_gradient
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 # Backends whose autodiff of `keras.ops.layer_normalization` keeps several full-size
@@ -103,7 +104,7 @@ def layer_norm_closed_form_gradient(x, gamma, beta, epsilon):
         centered = x32 - ops.mean(x32, axis=-1, keepdims=True)
         return centered, ops.rsqrt(ops.mean(ops.square(centered), axis=-1, keepdims=True) + epsilon)
 
-    @ops.custom_gradient
+    @custom_gradient
     def normalize(x, gamma, beta):
         x32 = ops.cast(x, "float32")
         centered, rstd = statistics(x32)

@@ -17,6 +17,7 @@ from keras import ops
 
 from keras_vit import checkpoints
 from keras_vit.config import ViTConfig
+from keras_vit.layers.custom_gradient import graphs_own_custom_gradients
 from keras_vit.layers.preprocessing import ImagePreprocessing
 from keras_vit.models.encoder import DATA_FORMATS
 
@@ -334,6 +335,9 @@ class VisionTransformer(keras.Model):
         or a layer without `supports_jit` leave Keras' choice in place (with `loss` for
         training and evaluation: Keras' own losses check nothing under XLA), and so does a
         compiled model reloaded from `.keras`, whose config records Keras' resolved value.
+        TensorFlow keeps each XLA-compiled step in its compilation cache for the life of the
+        process (about 310 MiB per trained DeiT-S/16 at 64 px, `benchmarks/model_churn.py`):
+        a loop that builds many models saves that with `jit_compile=False`.
         """
         self._per_output = any(isinstance(x, dict) for x in (loss, metrics, weighted_metrics))
         self._requested_jit_compile = kwargs.get("jit_compile", "auto")
@@ -363,14 +367,15 @@ class VisionTransformer(keras.Model):
         `tf.function(jit_compile=True)`, as Keras builds it for `jit_compile=True`, so the
         label checks can run in the outer graph before it.
         """
-        if not self._steps_use_xla(labelled):
-            return step(*args)
-        import tensorflow as tf
+        with graphs_own_custom_gradients():
+            if not self._steps_use_xla(labelled):
+                return step(*args)
+            import tensorflow as tf
 
-        (data,) = args
-        checks = self.label_checks(keras.utils.unpack_x_y_sample_weight(data)[1]) if labelled else []
-        with tf.control_dependencies(checks):
-            return tf.function(step, jit_compile=True)(data)
+            (data,) = args
+            checks = self.label_checks(keras.utils.unpack_x_y_sample_weight(data)[1]) if labelled else []
+            with tf.control_dependencies(checks):
+                return tf.function(step, jit_compile=True)(data)
 
     def _steps_use_xla(self, labelled):
         if keras.backend.backend() != "tensorflow" or getattr(self, "_requested_jit_compile", "auto") != "auto":

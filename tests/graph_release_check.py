@@ -1,0 +1,51 @@
+"""Run on TensorFlow by test_training_memory.py: what deleted models leave in memory.
+
+Trains, evaluates and predicts with tiny `ViTForImageClassification`s (graph mode and the
+XLA-compiled steps of `jit_compile="auto"`) and calls a user's Keras model built from a
+`TransformerBlock`, deletes them all and prints one JSON line: the TensorFlow graphs
+(`FuncGraph`) still alive and the gradient-registry names added, which should both be none
+(`keras_vit/layers/custom_gradient.py`).
+Usage: KERAS_BACKEND=tensorflow python tests/graph_release_check.py
+"""
+
+import gc
+import json
+
+import keras
+import numpy as np
+from tensorflow.python.framework import func_graph
+
+import keras_vit
+from keras_vit.layers.custom_gradient import _gradient_registry
+
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8
+)
+
+
+def use_and_delete_models():
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    labels = np.array([0, 2])
+    for jit_compile in (False, "auto"):
+        model = keras_vit.ViTForImageClassification(keras_vit.ViTConfig(**TINY, num_labels=3))
+        model.compile(optimizer="adamw", jit_compile=jit_compile)
+        model.fit(images, labels, verbose=0)
+        model.evaluate(images, labels, verbose=0)
+        model.predict(images, verbose=0)
+    # Our layers in a user's own Keras model: each op's gradient is registered when traced.
+    inputs = keras.Input((5, 8))
+    outputs = keras_vit.layers.TransformerBlock(hidden_size=8, num_attention_heads=2, intermediate_size=16)(inputs)
+    keras.Model(inputs, outputs).predict(np.ones((2, 5, 8), "float32"), verbose=0)
+
+
+def main():
+    names_before = set(_gradient_registry())
+    use_and_delete_models()
+    gc.collect()
+    graphs = [o.name for o in gc.get_objects() if isinstance(o, func_graph.FuncGraph)]
+    added = sorted(set(_gradient_registry()) - names_before)
+    print(json.dumps({"graphs_alive": len(graphs), "graph_names": graphs[:5], "gradients_added": added[:5]}))
+
+
+if __name__ == "__main__":
+    main()
