@@ -44,8 +44,9 @@ def test_deleted_models_free_their_tensorflow_graphs():
 
 
 @custom_gradient
-def _times_three(x):
-    return 3.0 * x, lambda *args, upstream=None: 3.0 * (args[0] if upstream is None else upstream)
+def _triple_with_gradient_five(x):
+    # A gradient unlike autodiff's (3), so the test sees which one ran.
+    return 3.0 * x, lambda *args, upstream=None: 5.0 * (args[0] if upstream is None else upstream)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's gradient registry")
@@ -57,8 +58,8 @@ def test_gradients_taken_after_nested_blocks_use_the_custom_gradient():
         # The op's own block and an enclosing one (a model's step) both end before
         # tf.gradients looks the gradient up by its registered name.
         with graphs_own_custom_gradients():
-            y = _times_three(x * x)
+            y = _triple_with_gradient_five(x * x)
         return tf.gradients(y, x)[0]
 
-    # d(3x²)/dx = 6x, from the custom gradient (3·upstream) and the square's own gradient.
-    assert float(gradient(tf.constant(2.0))) == 12.0
+    # 5 · d(x²)/dx = 10x from the custom gradient; autodiff would give 3 · 2x = 12 at x = 2.
+    assert float(gradient(tf.constant(2.0))) == 20.0
