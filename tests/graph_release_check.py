@@ -17,17 +17,13 @@ from tensorflow.python.framework import func_graph
 
 import keras_vit
 from keras_vit.layers.custom_gradient import _gradient_registry
-
-TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8
-)
-
+from tests.conftest import tiny_config
 
 def use_and_delete_models():
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     labels = np.array([0, 2])
     for jit_compile in (False, "auto"):
-        model = keras_vit.ViTForImageClassification(keras_vit.ViTConfig(**TINY, num_labels=3))
+        model = keras_vit.ViTForImageClassification(tiny_config(keras_vit.ViTForImageClassification))
         model.compile(optimizer="adamw", jit_compile=jit_compile)
         model.fit(images, labels, verbose=0)
         model.evaluate(images, labels, verbose=0)

@@ -20,7 +20,8 @@ def gelu(x):
     dy·(Φ(x) + x·φ(x)), so training keeps x and Φ(x) for the backward pass instead of the
     erf chain's temporaries, and on JAX and in XLA-compiled TensorFlow functions only x,
     recomputing Φ(x) in the backward pass (`recomputation.recomputes`); less peak memory
-    for a training step, see `benchmarks/README.md`. Values within 1e-6 of `ops.gelu(x, approximate=False)`.
+    for a training step, see `benchmarks/README.md`. Values within 1e-6 of
+    `ops.gelu(x, approximate=False)`.
     """
     if keras.backend.backend() in GELU_WITH_OWN_GRADIENT_BACKENDS:
         return _gelu_closed_form_gradient(x)

@@ -93,9 +93,11 @@ def _gradient_registry():
 
 def _move_to_graph(registry, name, graph):
     """Keeps registry entry `name`'s function on `graph`; the registry forwards to it while `graph` lives."""
-    if not hasattr(graph, _GRAPH_ATTRIBUTE):
-        setattr(graph, _GRAPH_ATTRIBUTE, {})
-    getattr(graph, _GRAPH_ATTRIBUTE)[name] = registry[name]["type"]
+    functions = getattr(graph, _GRAPH_ATTRIBUTE, None)
+    if functions is None:
+        functions = {}
+        setattr(graph, _GRAPH_ATTRIBUTE, functions)
+    functions[name] = registry[name]["type"]
     graph_ref = weakref.ref(graph)
 
     def forward(op, *grads):

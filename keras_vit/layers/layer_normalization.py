@@ -25,8 +25,9 @@ class LayerNormalization(keras.layers.LayerNormalization):
     keeps x̂ and the per-row rstd for it; JAX, and TensorFlow inside XLA-compiled functions,
     keep only the input and recompute both in the backward pass
     (`recomputation.recomputes`). Training then keeps one (batch, seq, hidden) float32
-    tensor per layer norm where JAX's autodiff of Keras' layer keeps three (tests/test_layers.py, tests/test_training_memory.py). Other settings and
-    the PyTorch backend run the Keras layer.
+    tensor per layer norm where JAX's autodiff of Keras' layer keeps three
+    (tests/test_layers.py, tests/test_training_memory.py). Other settings and the PyTorch
+    backend run the Keras layer.
 
     Input: float tensor (..., hidden), any range. Output: same shape, the layer's compute
     dtype; values within 1e-5 of `torch.nn.functional.layer_norm` (tests/test_layers.py).

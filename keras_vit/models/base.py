@@ -331,10 +331,11 @@ class VisionTransformer(keras.Model):
         recompute attention probabilities, x̂ and Φ(x), `layers.recomputation`), and
         `predict_on_batch` of ViT-B/16 at batch 8 1.69 s instead of 2.03 s
         (`benchmarks/README.md`); outputs differ by ~1e-6. `model.jit_compile` still reports
-        Keras' value (False). A `loss` given here, `jit_compile=True/False`, `run_eagerly`, tf.distribute, op determinism
-        or a layer without `supports_jit` leave Keras' choice in place (with `loss` for
-        training and evaluation: Keras' own losses check nothing under XLA), and so does a
-        compiled model reloaded from `.keras`, whose config records Keras' resolved value.
+        Keras' value (False). A `loss` given here, `jit_compile=True/False`, `run_eagerly`,
+        tf.distribute, op determinism or a layer without `supports_jit` leave Keras' choice in
+        place (with `loss` for training and evaluation: Keras' own losses check nothing under
+        XLA), and so does a compiled model reloaded from `.keras`, whose config records Keras'
+        resolved value.
         TensorFlow keeps each XLA-compiled step in its compilation cache for the life of the
         process (about 310 MiB per trained DeiT-S/16 at 64 px, `benchmarks/model_churn.py`):
         a loop that builds many models saves that with `jit_compile=False`.
