@@ -9,10 +9,10 @@ from keras_vit.layers.custom_gradient import custom_gradient
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 
-# Backends whose `keras.ops.dot_product_attention` runs a fused kernel that never
-# materialises the (batch, heads, seq, seq) probabilities for the backward pass: PyTorch's
-# `scaled_dot_product_attention` (flash / memory-efficient kernels on CPU and GPU). On
-# TensorFlow and JAX it is the explicit math.
+# Backends with a fused attention kernel that never materialises the (batch, heads, seq,
+# seq) probabilities for the backward pass: PyTorch's `scaled_dot_product_attention`
+# (flash / memory-efficient kernels on CPU and GPU). On TensorFlow and JAX
+# `keras.ops.dot_product_attention` is the explicit math.
 SDPA_BACKENDS = ("torch",)
 # `MultiHeadSelfAttention` takes `fused_attention` when it may on the backends in
 # `SDPA_BACKENDS` and wherever gradients recompute (`recomputation.recomputes`: JAX, and
@@ -21,6 +21,16 @@ SDPA_BACKENDS = ("torch",)
 # 5.65 GiB peak RSS to 2.48 GiB (benchmarks/README.md). TensorFlow graphs without XLA keep
 # the explicit path: there the same attention ran slower and kept as much memory (11.2 s,
 # 4.02 GiB against 10.3 s, 3.87 GiB explicit).
+
+# Backends on which `_attention_saving_logsumexp`'s backward pass takes rowsum(dP ∘ P) as
+# FlashAttention's rowsum(dO ∘ O) (Dao et al. 2022, appendix B.2), a (seq, head_dim) product
+# per query instead of a (seq, seq) one, over the context that the forward pass then keeps
+# too. On JAX a DeiT-S/16 step at 384 px batch 8 took 5.68 s against 6.15 s (224 px batch
+# 16: 3.22 s against 3.27 s) at the same peak RSS (±0.02 GiB), for 5-6 % more planned
+# temporary buffers (XLA keeps the context apart from the output projection's copy).
+# XLA-compiled TensorFlow took the same time (4.90 s both) for 6 % more temporaries, so it
+# keeps the (seq, seq) sum (benchmarks/README.md).
+CONTEXT_ROWSUM_BACKENDS = ("jax",)
 
 
 def takes_fused_path():
@@ -56,12 +66,13 @@ def explicit_attention(query, key, value, head_mask=None, dropout=None):
 def fused_attention(query, key, value):
     """softmax(q·kᵀ/√d)·v whose backward pass keeps no (seq, seq) tensor (no dropout, no mask).
 
-    On PyTorch this is `keras.ops.dot_product_attention` (`scaled_dot_product_attention`).
-    On TensorFlow and JAX it is `_attention_saving_logsumexp`: the memory-efficient
+    On PyTorch this is `torch.nn.functional.scaled_dot_product_attention` on
+    (batch, heads, seq, head_dim) views of the inputs, as Hugging Face `ViTSdpaSelfAttention`
+    calls it (`_torch_sdpa`). On TensorFlow and JAX it is `_attention_saving_logsumexp`: the memory-efficient
     attention gradient of FlashAttention (Dao et al. 2022, section 3.1 and algorithm 4)
     without tiling. The backward pass keeps the inputs as given (on the layer's path, views
-    of its qkv projection) and one float32 log-sum-exp per query, and recomputes the
-    probabilities from them.
+    of its qkv projection), one float32 log-sum-exp per query and on JAX the output
+    (`CONTEXT_ROWSUM_BACKENDS`), and recomputes the probabilities from them.
 
     Args:
         query, key, value: tensors (batch, seq, heads, head_dim).
@@ -70,8 +81,27 @@ def fused_attention(query, key, value):
         context (batch, seq, heads, head_dim), the same function as `explicit_attention`.
     """
     if keras.backend.backend() in SDPA_BACKENDS:
-        return ops.dot_product_attention(query, key, value, scale=_scale(query))
+        return _torch_sdpa(query, key, value)
     return _attention_saving_logsumexp(query, key, value)
+
+
+def _torch_sdpa(query, key, value):
+    """PyTorch's fused attention on (batch, seq, heads, head_dim) tensors, without copies.
+
+    `keras.ops.dot_product_attention` makes the transposed inputs contiguous before calling
+    PyTorch wherever its CUDA flash-attention check fails (always on CPU). PyTorch's CPU
+    flash kernel then keeps those copies and returns its output in (batch, heads, seq,
+    head_dim) layout, which the output projection copies once more to (batch·seq, hidden)
+    and keeps too. Given transposed views, the kernel keeps the views and writes its output
+    in (batch, seq, heads, head_dim) layout, so the projection's input is a view of it
+    (DeiT-S/16 training at 224 px batch 16: one (batch·seq, hidden) tensor fewer per
+    block; benchmarks/README.md).
+    """
+    import torch
+
+    views = [ops.transpose(tensor, (0, 2, 1, 3)) for tensor in (query, key, value)]
+    context = torch.nn.functional.scaled_dot_product_attention(*views, scale=_scale(query))
+    return ops.transpose(context, (0, 2, 1, 3))
 
 
 def _scale(query):
@@ -110,9 +140,13 @@ def _attention_saving_logsumexp(query, key, value):
         d_context = _heads_first(upstream)
         d_value = ops.matmul(ops.swapaxes(ops.cast(probs, value.dtype), -1, -2), d_context)
         d_probs = ops.cast(ops.matmul(d_context, ops.transpose(value_, (0, 2, 3, 1))), "float32")
-        # Softmax backward, dS = P ∘ (dP − rowsum(dP ∘ P)), from tensors of this pass only
-        # (FlashAttention's rowsum(dO ∘ O) would keep the context in a second layout).
-        d_scores = ops.cast(probs * (d_probs - ops.sum(d_probs * probs, axis=-1, keepdims=True)), query.dtype)
+        # Softmax backward, dS = P ∘ (dP − rowsum(dP ∘ P)).
+        if keras.backend.backend() in CONTEXT_ROWSUM_BACKENDS:
+            rowsum = ops.sum(ops.cast(upstream, "float32") * ops.cast(context, "float32"), axis=-1)
+            rowsum = ops.expand_dims(ops.transpose(rowsum, (0, 2, 1)), -1)  # (batch, heads, seq, 1)
+        else:
+            rowsum = ops.sum(d_probs * probs, axis=-1, keepdims=True)
+        d_scores = ops.cast(probs * (d_probs - rowsum), query.dtype)
         d_query = ops.matmul(d_scores, _heads_first(key_)) * ops.cast(_scale(query), query.dtype)
         d_key = ops.matmul(ops.swapaxes(d_scores, -1, -2), scaled_query)
         return _heads_first(d_query), _heads_first(d_key), _heads_first(d_value)
