@@ -135,18 +135,32 @@ def worker(framework, res, batch, steps, jit_compile):
     print(json.dumps({"step_s": statistics.median(times), "peak_rss_bytes": peak, "loaded": loaded}), flush=True)
 
 
-def run_one(framework, res, batch, steps, jit_compile, baseline=None):
-    """Launches one worker subprocess; returns (seconds per step, peak RSS GiB) or None on failure."""
+def run_worker(script, framework, label, backend, args, baseline=None):
+    """Runs `script --worker NAME *args` in a subprocess on Keras `backend`; returns its JSON line.
+
+    NAME is `framework` without a trailing "@baseline"; with it, keras_vit is imported from the
+    checkout `baseline` instead of this one. Returns the last stdout line starting with "{",
+    parsed, or None after printing the end of stderr under `framework` and `label` on failure.
+    """
     name = framework.removesuffix("@baseline")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(baseline if framework != name else ROOT)}
-    env["KERAS_BACKEND"] = name.split("-", 1)[1] if name.startswith("keras_vit-") else "tensorflow"
-    command = [sys.executable, __file__, "--worker", name, str(res), str(batch), str(steps), jit_compile]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend}
+    env["PYTHONPATH"] = str(baseline if framework != name else ROOT)
+    command = [sys.executable, str(script), "--worker", name, *map(str, args)]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode or not lines:
-        print(f"  {framework} {res} px failed:\n{result.stderr[-2000:]}", file=sys.stderr, flush=True)
+        print(f"  {framework} {label} failed:\n{result.stderr[-2000:]}", file=sys.stderr, flush=True)
         return None
-    out = json.loads(lines[-1])
+    return json.loads(lines[-1])
+
+
+def run_one(framework, res, batch, steps, jit_compile, baseline=None):
+    """Launches one worker subprocess; returns (seconds per step, peak RSS GiB) or None on failure."""
+    name = framework.removesuffix("@baseline")
+    backend = name.split("-", 1)[1] if name.startswith("keras_vit-") else "tensorflow"
+    out = run_worker(__file__, framework, f"{res} px", backend, (res, batch, steps, jit_compile), baseline)
+    if out is None:
+        return None
     own = {"keras_vit-tensorflow": "tensorflow", "keras-hub": "tensorflow", "keras_vit-jax": "jax"}.get(name)
     foreign = [module for module in out["loaded"] if module != own]
     if foreign:

@@ -23,13 +23,11 @@ import gc
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
-from cpu_training import DEIT_SMALL, NUM_LABELS, keras_hub_classifier, load, versions
+from cpu_training import DEIT_SMALL, NUM_LABELS, keras_hub_classifier, load, run_worker, versions
 
-ROOT = Path(__file__).resolve().parents[1]
 RES, BATCH = 64, 4
 FRAMEWORKS = ("keras_vit-auto", "keras_vit-graph", "keras-hub")
 PEER = "keras-hub"
@@ -77,17 +75,10 @@ def worker(framework, models):
 
 def run_one(framework, models, baseline=None):
     """Returns (RSS after the first model, mean growth per further model) in MiB, or None."""
-    name = framework.removesuffix("@baseline")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
-    env["PYTHONPATH"] = str(baseline if framework != name else ROOT)
-    result = subprocess.run(
-        [sys.executable, __file__, "--worker", name, str(models)], env=env, capture_output=True, text=True
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode or not lines:
-        print(f"  {framework} failed:\n{result.stderr[-2000:]}", file=sys.stderr, flush=True)
+    out = run_worker(__file__, framework, f"{models} models", "tensorflow", (models,), baseline)
+    if out is None:
         return None
-    rss = [b / 2**20 for b in json.loads(lines[-1])["rss_bytes"]]
+    rss = [b / 2**20 for b in out["rss_bytes"]]
     print(f"  {framework}: RSS after each model {[round(r) for r in rss]} MiB", file=sys.stderr, flush=True)
     return rss[0], (rss[-1] - rss[0]) / (len(rss) - 1)
 

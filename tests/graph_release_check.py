@@ -19,6 +19,7 @@ import keras_vit
 from keras_vit.layers.custom_gradient import _gradient_registry
 from tests.conftest import tiny_config
 
+
 def use_and_delete_models():
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     labels = np.array([0, 2])

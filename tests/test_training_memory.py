@@ -44,7 +44,6 @@ def test_after_gradient_returns_the_same_values():
     assert np.isnan(keras.ops.convert_to_numpy(poisoned)).all()
 
 
-
 def test_deleted_models_free_their_tensorflow_graphs():
     # tf.custom_gradient registers every traced call's gradient globally for good, pinning the
     # graph and the variables it captures (custom_gradient.graphs_own_custom_gradients). Run in
