@@ -62,14 +62,11 @@ def graphs_own_custom_gradients():
     that no graph survives, on a tiny model). Eagerly, and on the other backends, it does
     nothing.
     """
-    if keras.backend.backend() != "tensorflow":
+    if not traces_tensorflow_graph():
         yield
         return
     import tensorflow as tf
 
-    if tf.executing_eagerly():
-        yield
-        return
     registry = _gradient_registry()
     before = set(registry)
     try:
@@ -79,6 +76,19 @@ def graphs_own_custom_gradients():
         for name in set(registry) - before:
             if not getattr(registry[name]["type"], _FORWARDER, False):  # moved by an inner block
                 _move_to_graph(registry, name, graph)
+
+
+def traces_tensorflow_graph():
+    """Whether the backend is TensorFlow and a graph is being built here (a `tf.function`).
+
+    >>> traces_tensorflow_graph()  # eagerly, on any backend
+    False
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.executing_eagerly()
 
 
 def _gradient_registry():
