@@ -17,7 +17,7 @@ from keras import ops
 
 from keras_vit import checkpoints
 from keras_vit.config import ViTConfig
-from keras_vit.layers.custom_gradient import graphs_own_custom_gradients
+from keras_vit.layers.custom_gradient import graphs_own_custom_gradients, traces_tensorflow_graph
 from keras_vit.layers.preprocessing import ImagePreprocessing
 from keras_vit.models.encoder import DATA_FORMATS
 from keras_vit.models.op_tracebacks import library_frames_left_out
@@ -391,16 +391,13 @@ class VisionTransformer(keras.Model):
                 return tf.function(step, jit_compile=True)(data)
 
     def _steps_use_xla(self, labelled):
-        if keras.backend.backend() != "tensorflow" or getattr(self, "_requested_jit_compile", "auto") != "auto":
+        if not traces_tensorflow_graph() or getattr(self, "_requested_jit_compile", "auto") != "auto":
             return False
-        import tensorflow as tf
-
         # TensorFlow has no public getter for this; Keras reads it from the same place.
         from tensorflow.python.framework.config import is_op_determinism_enabled
 
         return (
             not (labelled and self.loss is not None)
-            and not tf.executing_eagerly()
             and not self.jit_compile  # Keras compiles the step with XLA itself (GPUs)
             # Keras' own "auto" rules out XLA under tf.distribute and with op determinism.
             and getattr(self, "_distribute_strategy", None) is None

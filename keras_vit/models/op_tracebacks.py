@@ -44,7 +44,8 @@ def library_frames_left_out():
     `tf_stack.py` and `framework/ops.py` hold the innermost frames of every op's
     traceback, which TensorFlow drops after filtering (`stacklevel`); left out, it would
     drop the user's innermost frames instead, and crash XLA's compiler on an op left with
-    no frame (a segfault in `FrozenStackTrace::LastUserFrame`, seen while building this). Eagerly, and on the other backends, it does nothing.
+    no frame (a segfault in `FrozenStackTrace::LastUserFrame`, seen while building this).
+    Eagerly, and on the other backends, it does nothing.
     """
     if not traces_tensorflow_graph():
         yield
