@@ -286,3 +286,39 @@ def test_transformer_block_drop_path_drops_both_residual_branches():
     unchanged = np.all(np.isclose(y, x, atol=1e-6), axis=(1, 2))
     assert 0 < unchanged.mean() < 0.6  # both branches dropped for ~25% of examples (0.5 * 0.5)
     np.testing.assert_allclose(np.asarray(block(x)), np.asarray(block(x)))
+
+
+def test_identity_dropouts_are_not_called(monkeypatch):
+    # Keras' Dropout and DropPath are identities outside training and at rate 0; the layers
+    # leave those calls out (each is a Layer.__call__ on PyTorch's eager path) and keep the
+    # active ones.
+    calls = []
+    original = keras.layers.Layer.__call__
+
+    def spy(layer, *args, **kwargs):
+        calls.append(type(layer).__name__)
+        return original(layer, *args, **kwargs)
+
+    x = np.random.default_rng(2).normal(size=(8, 5, 16)).astype("float32")
+    regularised = layers.TransformerBlock(16, 4, 32, dropout=0.2, attention_dropout=0.2, drop_path_rate=0.2)
+    plain = layers.TransformerBlock(16, 4, 32)
+    for block in (regularised, plain):
+        block(x)
+    plain.set_weights(regularised.get_weights())
+    monkeypatch.setattr(keras.layers.Layer, "__call__", spy)
+    inference = np.asarray(regularised(x))
+    assert [name for name in calls if name in ("Dropout", "DropPath")] == []
+    np.testing.assert_array_equal(np.asarray(plain(x, training=True)), inference)  # rate 0 in training: identity
+    assert [name for name in calls if name in ("Dropout", "DropPath")] == []
+    trained = np.asarray(regularised(x, training=True))
+    # Attention probabilities, both residual branches; the attention's own output dropout
+    # has rate 0 in a block, which applies `dropout` after it.
+    assert sorted(name for name in calls if name in ("Dropout", "DropPath")) == ["DropPath"] * 2 + ["Dropout"] * 3
+    assert not np.allclose(trained, inference)
+    embedding = layers.PatchEmbedding((16, 16), (8, 8), 16, dropout=0.5)
+    pixels = np.ones((2, 16, 16, 3), "float32")
+    embedding(pixels)
+    calls.clear()
+    np.testing.assert_array_equal(np.asarray(embedding(pixels)), np.asarray(embedding(pixels, training=False)))
+    assert "Dropout" not in calls
+    assert np.any(np.asarray(embedding(pixels, training=True)) == 0) and calls.count("Dropout") == 1

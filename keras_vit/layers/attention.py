@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.custom_gradient import custom_gradient
+from keras_vit.layers.drop_path import regularized
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 
@@ -268,13 +269,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if explicit:
             if head_mask is not None:
                 head_mask = self._head_mask(head_mask)
-            dropout = functools.partial(self.attention_dropout_layer, training=training)
+            dropout = functools.partial(regularized, self.attention_dropout_layer, training=training)
             context, probs = explicit_attention(query, key, value, head_mask=head_mask, dropout=dropout)
         else:
             context = fused_attention(query, key, value)
         context = ops.reshape(context, (-1, self.hidden_size))
         output = ops.reshape(self.output_dense(context), (batch, seq, self.hidden_size))
-        output = self.output_dropout(output, training=training)
+        output = regularized(self.output_dropout, output, training)
         if return_attention_scores:
             return output, probs
         return output

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_vit.layers.activations import get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
-from keras_vit.layers.drop_path import DropPath
+from keras_vit.layers.drop_path import DropPath, regularized
 from keras_vit.layers.layer_normalization import LayerNormalization
 
 
@@ -117,7 +117,7 @@ class TransformerBlock(keras.layers.Layer):
 
     def _residual(self, branch, training):
         """A residual branch after dropout and stochastic depth."""
-        return self.drop_path(self.dropout_layer(branch, training=training), training=training)
+        return regularized(self.drop_path, regularized(self.dropout_layer, branch, training), training)
 
     def enable_lora(self, rank, lora_alpha=None):
         """Low-rank adaptation (Hu et al. 2021) of the block's four projections.
