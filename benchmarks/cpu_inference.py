@@ -6,10 +6,10 @@ one token shorter). keras_vit and keras-hub run on the Keras backend of `KERAS_B
 (default tensorflow; jax and torch work too) through both `predict_on_batch` and `predict`
 (what users call); transformers runs eagerly under
 `torch.inference_mode()`. Repeats are interleaved round-robin across peers in one process so
-background load hits all of them alike, and each round starts one peer later than the last, so
-every peer follows every other equally often: PyTorch's OpenMP threads spin on after each call
-(libgomp's default wait policy) and slowed whichever TensorFlow call came next by ~6 ms at
-DeiT-Ti/16 batch 1 (`benchmarks/README.md`). The table shows the median latency per batch and
+background load hits all of them alike, each round in its own seeded random order, so no peer
+always runs right after another: PyTorch's OpenMP threads spin on after each call (libgomp's
+default wait policy) and slowed whichever TensorFlow call came next by ~6 ms at DeiT-Ti/16
+batch 1 (`benchmarks/README.md`). The table shows the median latency per batch and
 the ratios keras_vit / peer for the same entry point (below 1.0: keras_vit is faster).
 
 Peers install with:  pip install keras-hub transformers torch==2.13.0
@@ -80,13 +80,12 @@ def transformers_runner(config, class_name):
 
 
 def measure(runners, batch, repeats, warmup=2):
-    """Median seconds per call of each runner; round i runs them in `runners` order rotated by i."""
+    """Median seconds per call of each runner; every round runs them in a new random order (seed 0)."""
     x = np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype("float32")
-    names = list(runners)
-    times = {name: [] for name in names}
+    order = np.random.default_rng(0)
+    times = {name: [] for name in runners}
     for i in range(warmup + repeats):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in order.permutation(list(runners)):
             start = time.perf_counter()
             runners[name](x)
             if i >= warmup:
@@ -96,7 +95,7 @@ def measure(runners, batch, repeats, warmup=2):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10, help="rounds per cell; a multiple of 5 puts every peer first equally often")
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds per cell, each in a random order")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args()
@@ -110,7 +109,7 @@ def main():
         f"tensorflow {tf.__version__}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, keras_vit {keras_vit.__version__}"
     )
-    print(f"median of {args.repeats} interleaved runs (order rotated each run) after 2 warm-up runs; float32; times in ms per batch; "
+    print(f"median of {args.repeats} interleaved runs (random order each run) after 2 warm-up runs; float32; times in ms per batch; "
           f"ratios: predict_on_batch / predict; load average {os.getloadavg()}\n")
     columns = ["keras_vit predict_on_batch", "keras_vit predict", "keras-hub predict_on_batch", "keras-hub predict"]
     print("| model | batch | " + " | ".join(columns) + " | transformers | ratios vs transformers | ratios vs keras-hub |")
