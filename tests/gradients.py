@@ -7,22 +7,25 @@ import keras
 import numpy as np
 
 
-def value_and_gradients(fn, *arrays, upstream=None):
+def value_and_gradients(fn, *arrays, upstream=None, jit_compile=False):
     """Returns (fn(*arrays), [d⟨upstream, fn⟩ / d array for each array]) as numpy arrays.
 
     `upstream` defaults to ones (the gradient of fn's sum). TensorFlow runs a GradientTape,
-    JAX `jax.vjp`, PyTorch autograd.
+    inside `tf.function(jit_compile=True)` if `jit_compile`; JAX `jax.vjp`, PyTorch autograd.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        tensors = [tf.constant(a) for a in arrays]
-        with tf.GradientTape() as tape:
-            tape.watch(tensors)
-            value = fn(*tensors)
-        weights = tf.ones_like(value) if upstream is None else tf.constant(upstream)
-        return value.numpy(), [g.numpy() for g in tape.gradient(value, tensors, output_gradients=weights)]
+        def run(tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                value = fn(*tensors)
+            weights = tf.ones_like(value) if upstream is None else tf.constant(upstream)
+            return value, tape.gradient(value, tensors, output_gradients=weights)
+
+        value, grads = (tf.function(run, jit_compile=True) if jit_compile else run)([tf.constant(a) for a in arrays])
+        return value.numpy(), [g.numpy() for g in grads]
     if backend == "jax":
         import jax
 

@@ -6,7 +6,7 @@ import torch
 from keras_vit import layers
 from keras_vit.layers.activations import ACTIVATIONS, get_activation
 from keras_vit.layers.position_interpolation import resample_grid, resample_position_embeddings
-from tests import layer_norm_check
+from tests import gelu_gradient_check, layer_norm_check
 from tests.conftest import run_check
 from tests.layer_test_helper import run_layer_test
 
@@ -132,7 +132,7 @@ def test_activations_match_transformers(name):
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
-def test_gelu_gradient_matches_torch(backend, tmp_path):
+def test_gelu_and_gelu_matmul_gradients_match_torch(backend, tmp_path):
     out = tmp_path / "gelu.npz"
     run_check("gelu_gradient_check.py", backend, out, timeout=300)
     got = np.load(out)
@@ -141,6 +141,23 @@ def test_gelu_gradient_matches_torch(backend, tmp_path):
     expected.sum().backward()
     np.testing.assert_allclose(got["value"], expected.detach().numpy(), atol=1e-6)
     np.testing.assert_allclose(got["gradient"], x.grad.numpy(), atol=1e-6)
+    # gelu_matmul: GELU into the second MLP projection, recomputing GELU(x) in the backward pass
+    # on JAX, PyTorch and in XLA-compiled TensorFlow functions.
+    x, kernel, upstream = (torch.from_numpy(a) for a in gelu_gradient_check.matmul_inputs())
+    for tensor in (x, kernel):
+        tensor.requires_grad_()
+    expected = torch.nn.functional.gelu(x) @ kernel
+    expected.backward(upstream)
+    runs = {"matmul": False, "matmul_xla": True} if backend == "tensorflow" else {"matmul": True}
+    for prefix, recomputed in runs.items():
+        assert bool(got[f"{prefix}_recomputed"]) == recomputed, prefix
+        np.testing.assert_allclose(got[f"{prefix}_value"], expected.detach().numpy(), rtol=1e-5, atol=1e-5)
+        for name, tensor in (("d_x", x), ("d_kernel", kernel)):
+            np.testing.assert_allclose(got[f"{prefix}_{name}"], tensor.grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=prefix + name)
+    if backend == "jax":
+        # The backward pass keeps GELU's input and the kernel; the composition also keeps GELU(x).
+        assert sorted(got["residuals"]) == ["f32[24,40]", "f32[40,8]"], got["residuals"]
+        assert sorted(got["composed_residuals"]).count("f32[24,40]") >= 2, got["composed_residuals"]
 
 
 def test_layer_normalization_layer(tmp_path):

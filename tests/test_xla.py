@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit.layers import attention
+from keras_vit.layers import activations, attention
 from keras_vit.layers.recomputation import recomputes
 from keras_vit.layers.transformer_block import TransformerBlock
 from keras_vit.models import base, op_tracebacks
@@ -22,13 +22,24 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _counted(monkeypatch, module, name):
+    """Replaces `module.name` by a wrapper that appends to the returned list on every call."""
+    calls = []
+    original = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args: calls.append(1) or original(*args))
+    return calls
+
+
 @pytest.fixture
 def fused_calls(monkeypatch):
     """Counts `fused_attention` calls (each trace of a layer call that takes the fused path)."""
-    calls = []
-    fused = attention.fused_attention
-    monkeypatch.setattr(attention, "fused_attention", lambda *args: calls.append(1) or fused(*args))
-    return calls
+    return _counted(monkeypatch, attention, "fused_attention")
+
+
+@pytest.fixture
+def recomputing_mlp_calls(monkeypatch):
+    """Counts traces of the MLP's GELU and second projection that recompute GELU(x)."""
+    return _counted(monkeypatch, activations, "_gelu_matmul_recomputing")
 
 
 def test_recomputes_only_while_tracing_for_xla():
@@ -42,7 +53,7 @@ def test_recomputes_only_while_tracing_for_xla():
     assert tf.function(lambda: xla())().numpy()  # an XLA function called from a plain graph
 
 
-def test_block_gradients_under_xla_equal_eager_gradients(fused_calls):
+def test_block_gradients_under_xla_equal_eager_gradients(fused_calls, recomputing_mlp_calls):
     block = TransformerBlock(32, 4, 37)
     rng = np.random.default_rng(0)
     tokens = tf.constant(rng.normal(size=(2, 17, 32)).astype("float32"))
@@ -56,9 +67,10 @@ def test_block_gradients_under_xla_equal_eager_gradients(fused_calls):
         return value, tape.gradient(value, [tokens] + block.trainable_variables, output_gradients=upstream)
 
     eager_value, eager_grads = value_and_gradients(tokens)
-    assert not fused_calls  # eagerly: explicit attention, saved x̂ and Φ(x)
+    assert not fused_calls and not recomputing_mlp_calls  # eagerly: explicit attention, saved x̂, Φ(x), GELU(x)
     xla_value, xla_grads = tf.function(value_and_gradients, jit_compile=True)(tokens)
-    assert len(fused_calls) == 1  # under XLA: fused attention, recomputed x̂, Φ(x), probabilities
+    # Under XLA: fused attention, recomputed x̂, Φ(x), probabilities and GELU(x).
+    assert len(fused_calls) == len(recomputing_mlp_calls) == 1
     np.testing.assert_allclose(xla_value.numpy(), eager_value.numpy(), atol=1e-5)
     assert len(xla_grads) == 1 + len(block.trainable_variables) == 1 + 12
     for xla_grad, eager_grad, name in zip(xla_grads, eager_grads, ["tokens"] + [v.path for v in block.trainable_variables]):

@@ -2,7 +2,8 @@
 
 Prints one JSON line: the distinct storages (bytes) that autograd keeps for the backward pass of
 one keras_vit `TransformerBlock` and of Hugging Face's `ViTLayer` (sdpa attention) of the same
-dimensions, on the same (batch, seq, hidden) input, with the storages' shapes.
+dimensions, on the same (batch, seq, hidden) input, with the storages' shapes, and the size of
+one (batch, seq, intermediate) float32 tensor.
 Usage: KERAS_BACKEND=torch python tests/torch_saved_tensors_check.py
 """
 
@@ -24,12 +25,13 @@ def saved_storages(output):
         if node is None or node in seen:
             continue
         seen.add(node)
-        for name in dir(node):
-            if name.startswith("_saved_"):
-                value = getattr(node, name)
-                if isinstance(value, torch.Tensor) and value.numel() > 1:
-                    storage = value.untyped_storage()
-                    storages.setdefault(storage.data_ptr(), (storage.nbytes(), list(value.shape)))
+        # Built-in ops keep theirs as `_saved_<name>`, Python functions (custom gradients) in `saved_tensors`.
+        saved = [getattr(node, name) for name in dir(node) if name.startswith("_saved_")]
+        saved += list(getattr(node, "saved_tensors", None) or ())
+        for value in saved:
+            if isinstance(value, torch.Tensor) and value.numel() > 1:
+                storage = value.untyped_storage()
+                storages.setdefault(storage.data_ptr(), (storage.nbytes(), list(value.shape)))
         stack.extend(next_node for next_node, _ in node.next_functions)
     return storages
 
@@ -46,7 +48,7 @@ def main():
         attn_implementation="sdpa",
     )
     hf_layer = transformers.models.vit.modeling_vit.ViTLayer(config).train()
-    result = {}
+    result = {"intermediate_bytes": BATCH * SEQ * INTERMEDIATE * 4}
     for name, output in (("keras_vit", block(tokens, training=True)), ("transformers", hf_layer(tokens))):
         output = output[0] if isinstance(output, tuple) else output
         storages = saved_storages(output).values()

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_vit.layers.activations import get_activation
+from keras_vit.layers.activations import gelu_matmul, get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.drop_path import DropPath, regularized
 from keras_vit.layers.layer_normalization import LayerNormalization
@@ -109,11 +109,19 @@ class TransformerBlock(keras.layers.Layer):
         attended, probs = attended if return_attention_scores else (attended, None)
         hidden_states = hidden_states + self._residual(attended, training)
         tokens = ops.reshape(self.layernorm_after(hidden_states), (-1, self.hidden_size))  # (batch·seq, hidden)
-        mlp = ops.reshape(self.fc2(self.activation(self.fc1(tokens))), ops.shape(hidden_states))
+        mlp = ops.reshape(self._mlp(tokens), ops.shape(hidden_states))
         hidden_states = hidden_states + self._residual(mlp, training)
         if return_attention_scores:
             return hidden_states, probs
         return hidden_states
+
+    def _mlp(self, tokens):
+        """fc2(activation(fc1(tokens))); exact GELU into an unquantized fc2 runs `gelu_matmul`."""
+        hidden = self.fc1(tokens)
+        if self.hidden_act != "gelu" or self.fc2.quantization_mode is not None:
+            return self.fc2(self.activation(hidden))
+        kernel = ops.cast(self.fc2.kernel, hidden.dtype)
+        return gelu_matmul(hidden, kernel) + ops.cast(self.fc2.bias, hidden.dtype)
 
     def _residual(self, branch, training):
         """A residual branch after dropout and stochastic depth."""

@@ -329,7 +329,7 @@ class VisionTransformer(keras.Model):
         built-in loss's label checks (`label_checks`) run before the compiled step, since XLA
         drops TensorFlow's assertions. On 2 CPU cores a DeiT-S/16 training step at 224 px
         batch 16 then took 3.54 s and 2.68 GiB instead of 4.20 s and 2.86 GiB (its gradients
-        recompute attention probabilities, x̂ and Φ(x), `layers.recomputation`), and
+        recompute attention probabilities, x̂, Φ(x) and GELU(x), `layers.recomputation`), and
         `predict_on_batch` of ViT-B/16 at batch 8 1.69 s instead of 2.03 s
         (`benchmarks/README.md`); outputs differ by ~1e-6. `model.jit_compile` still reports
         Keras' value (False). A `loss` given here, `jit_compile=True/False`, `run_eagerly`,
