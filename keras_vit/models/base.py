@@ -449,6 +449,9 @@ class VisionTransformer(keras.Model):
         too: they run as `predict_on_batch` does, with `predict`'s callbacks and progress bar
         (`_predict_one_batch`): DeiT-Ti/16 at batch 1 then takes as long as `predict_on_batch`,
         26.5 against 26.6 ms, where it took 32.8 against 24.7 ms (`benchmarks/README.md`).
+        The two ways trace the predict function separately: the first call of the other kind
+        traces it once more (about 2 s for DeiT-Ti/16). XLA compiles each new batch length in
+        both, as before.
 
         Raises:
             ValueError: on every backend, in-memory inputs without a batch axis or with
