@@ -433,7 +433,7 @@ class VisionTransformer(keras.Model):
 
     # === Inference ===
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """`keras.Model.predict`; on TensorFlow, in-memory inputs are batched by `tf.data`.
+        """`keras.Model.predict`; on TensorFlow, in-memory inputs skip Keras' array adapter.
 
         Inputs as for calling the model (`pixel_values` (batch, height, width, channels) float,
         normalised; `bool_masked_pos`, `head_mask` where the graph has them); returns the output
@@ -463,7 +463,8 @@ class VisionTransformer(keras.Model):
                 import tensorflow as tf
 
                 length = int(keras.tree.flatten(arrays)[0].shape[0])
-                distributed = tf.distribute.has_strategy() or self.distribute_strategy is not tf.distribute.get_strategy()
+                strategy = self.distribute_strategy
+                distributed = tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy()
                 if steps is None and 0 < length <= (batch_size or 32) and not distributed:
                     return self._predict_one_batch(arrays, verbose, callbacks)
                 # Nothing here to tune; tf.data's autotuning thread slowed 4 of 18 ViT-B/16
