@@ -80,8 +80,7 @@ def gelu_matmul(x, kernel):
     >>> round(float(keras.ops.convert_to_numpy(gelu_matmul(x, keras.ops.ones((2, 1))))[0, 0]), 4)  # GELU(0) + GELU(1)
     0.8413
     """
-    backend = keras.backend.backend()
-    if backend == "torch" or (backend in GELU_WITH_OWN_GRADIENT_BACKENDS and recomputes()):
+    if keras.backend.backend() == "torch" or recomputes():  # recomputes(): JAX, XLA-compiled TensorFlow
         return _gelu_matmul_recomputing(x, kernel)
     return ops.matmul(gelu(x), kernel)
 

@@ -59,7 +59,7 @@ def _positive_int_or_none(value):
 
 
 def _in_memory_inputs(x, input_names):
-    """x as a NumPy array, a tensor or a dict of them (a list keyed by `input_names`), else None.
+    """(x, batch length) for x a NumPy array, a tensor or a dict of them (a list keyed by `input_names`), else None.
 
     Raises:
         ValueError: arrays without a batch axis or with different batch lengths, named
@@ -76,7 +76,7 @@ def _in_memory_inputs(x, input_names):
             "Expected inputs with a batch axis of one length, e.g. pixel_values of shape (batch, height, width, "
             f"channels). Received batch lengths {lengths} (None: a scalar without a batch axis)"
         )
-    return x
+    return x, next(iter(lengths.values()))
 
 
 class VisionTransformer(keras.Model):
@@ -458,11 +458,11 @@ class VisionTransformer(keras.Model):
                 different batch lengths, naming each input's length.
         """
         if _positive_int_or_none(batch_size):
-            arrays = _in_memory_inputs(x, self.input_names)
-            if arrays is not None and keras.backend.backend() == "tensorflow":
+            in_memory = _in_memory_inputs(x, self.input_names)
+            if in_memory is not None and keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
 
-                length = int(keras.tree.flatten(arrays)[0].shape[0])
+                arrays, length = in_memory
                 strategy = self.distribute_strategy
                 distributed = tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy()
                 if steps is None and 0 < length <= (batch_size or 32) and not distributed:
