@@ -180,6 +180,22 @@ def test_layer_normalization_matches_torch(backend, tmp_path):
     if backend == "jax":
         # The backward pass keeps one (batch, seq, hidden) tensor, where Keras' layer keeps three.
         assert (int(got["residuals"]), int(got["keras_residuals"])) == (1, 3)
+    # layer_norm_dense: the layer norm into a Dense projection, recomputing the normalised
+    # tokens in the backward pass on JAX and in XLA-compiled TensorFlow functions.
+    x, gamma, beta, kernel, bias, upstream = (torch.from_numpy(a) for a in layer_norm_check.dense_inputs())
+    for tensor in (x, gamma, beta, kernel, bias):
+        tensor.requires_grad_()
+    expected = torch.nn.functional.layer_norm(x, x.shape[-1:], gamma, beta, eps=1e-6) @ kernel + bias
+    expected.backward(upstream)
+    runs = {"dense": False, "dense_xla": True} if backend == "tensorflow" else {"dense": backend == "jax"}
+    for prefix, fused in runs.items():
+        assert bool(got[f"{prefix}_fused"]) == fused, prefix
+        np.testing.assert_allclose(got[f"{prefix}_value"], expected.detach().numpy(), rtol=1e-5, atol=1e-5)
+        for name, tensor in (("d_x", x), ("d_gamma", gamma), ("d_beta", beta), ("d_kernel", kernel), ("d_bias", bias)):
+            np.testing.assert_allclose(got[f"{prefix}_{name}"], tensor.grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=prefix + name)
+    if backend == "jax":
+        # Fused, the backward pass keeps the tokens alone; the composition also keeps the layer norm's output.
+        assert (int(got["dense_residuals"]), int(got["composed_dense_residuals"])) == (1, 2)
 
 
 @pytest.mark.parametrize("kwargs", [dict(axis=1), dict(center=False), dict(scale=False), dict(epsilon=0.5)])

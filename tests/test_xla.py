@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit.layers import activations, attention
+from keras_vit.layers import activations, attention, layer_normalization
 from keras_vit.layers.recomputation import recomputes
 from keras_vit.layers.transformer_block import TransformerBlock
 from keras_vit.models import base, op_tracebacks
@@ -42,6 +42,12 @@ def recomputing_mlp_calls(monkeypatch):
     return _counted(monkeypatch, activations, "_gelu_matmul_recomputing")
 
 
+@pytest.fixture
+def fused_layer_norm_calls(monkeypatch):
+    """Counts traces of a layer norm and the projection after it that recompute the layer norm."""
+    return _counted(monkeypatch, layer_normalization, "_layer_norm_matmul")
+
+
 def test_recomputes_only_while_tracing_for_xla():
     def flag():
         return tf.constant(recomputes())
@@ -53,7 +59,7 @@ def test_recomputes_only_while_tracing_for_xla():
     assert tf.function(lambda: xla())().numpy()  # an XLA function called from a plain graph
 
 
-def test_block_gradients_under_xla_equal_eager_gradients(fused_calls, recomputing_mlp_calls):
+def test_block_gradients_under_xla_equal_eager_gradients(fused_calls, recomputing_mlp_calls, fused_layer_norm_calls):
     block = TransformerBlock(32, 4, 37)
     rng = np.random.default_rng(0)
     tokens = tf.constant(rng.normal(size=(2, 17, 32)).astype("float32"))
@@ -67,10 +73,13 @@ def test_block_gradients_under_xla_equal_eager_gradients(fused_calls, recomputin
         return value, tape.gradient(value, [tokens] + block.trainable_variables, output_gradients=upstream)
 
     eager_value, eager_grads = value_and_gradients(tokens)
-    assert not fused_calls and not recomputing_mlp_calls  # eagerly: explicit attention, saved x̂, Φ(x), GELU(x)
+    # Eagerly: explicit attention, saved x̂, layer norm outputs, Φ(x) and GELU(x).
+    assert not fused_calls and not recomputing_mlp_calls and not fused_layer_norm_calls
     xla_value, xla_grads = tf.function(value_and_gradients, jit_compile=True)(tokens)
-    # Under XLA: fused attention, recomputed x̂, Φ(x), probabilities and GELU(x).
+    # Under XLA: fused attention, recomputed probabilities, GELU(x), and both layer norms' outputs
+    # (into the qkv projection and into fc1).
     assert len(fused_calls) == len(recomputing_mlp_calls) == 1
+    assert len(fused_layer_norm_calls) == 2
     np.testing.assert_allclose(xla_value.numpy(), eager_value.numpy(), atol=1e-5)
     assert len(xla_grads) == 1 + len(block.trainable_variables) == 1 + 12
     for xla_grad, eager_grad, name in zip(xla_grads, eager_grads, ["tokens"] + [v.path for v in block.trainable_variables]):
@@ -225,21 +234,21 @@ def test_xla_steps_leave_library_frames_out_of_op_tracebacks(monkeypatch):
     # trainer (127,453 -> 8,942 frames). Kept: every frame of keras_vit, the test and pytest.
     assert filtered_library < 0.1 * full_library, (filtered_library, full_library)
     assert filtered_other == full_other
-    # The query/key/value projection of the first block: its innermost frames are still the
+    # The attention's output projection in the first block: its innermost frames are still the
     # attention layer's line that made it, then one of framework/ops.py: TensorFlow drops the
     # innermost three frames after filtering, and keeping ops.py and tf_stack.py feeds it those.
-    (full_qkv,), (filtered_qkv,) = [
+    (full_output,), (filtered_output,) = [
         [
             [(file.rsplit("/", 1)[-1], name) for file, name in frames]
             for op, frames in tracebacks.items()
-            if re.fullmatch(r".*/encoder_layer_0\w*/attention\w*/qkv\w*/MatMul", op)
+            if re.fullmatch(r".*/encoder_layer_0\w*/attention\w*/output\w*/MatMul", op)
         ]
         for tracebacks in (full, filtered)
     ]
     wrappers = {("layer.py", "__call__"), ("dispatch.py", "op_dispatch_handler"), ("math_ops.py", "matmul")}
-    assert wrappers <= set(full_qkv)
-    assert not wrappers & set(filtered_qkv)
-    assert filtered_qkv[-3:] == [("transformer_block.py", "call"), ("attention.py", "call"), ("ops.py", "_create_op_internal")]
+    assert wrappers <= set(full_output)
+    assert not wrappers & set(filtered_output)
+    assert filtered_output[-3:] == [("transformer_block.py", "call"), ("attention.py", "call"), ("ops.py", "_create_op_internal")]
 
 
 def test_the_optimizer_is_built_before_the_training_step_is_traced(monkeypatch):

@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_vit.layers.custom_gradient import custom_gradient
 from keras_vit.layers.drop_path import regularized
+from keras_vit.layers.layer_normalization import layer_norm_dense
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 
@@ -188,6 +189,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     Call arguments:
         hidden_states: tensor (batch, seq, hidden_size).
+        input_norm: optional `layers.LayerNormalization` to attend over
+            `input_norm(hidden_states)` instead, as a pre-norm block does: computed with the
+            qkv projection by `layer_norm_dense`, so that training on JAX and in
+            XLA-compiled TensorFlow keeps `hidden_states` and not the normalised tokens too.
         head_mask: optional float tensor (num_heads,) or (batch, num_heads), 1 keeps a head
             and 0 silences it.
         return_attention_scores: bool, also return the probabilities.
@@ -254,10 +259,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             return ops.reshape(head_mask, (1, -1, 1, 1))
         return head_mask[:, :, None, None]
 
-    def call(self, hidden_states, head_mask=None, return_attention_scores=False, training=None):
+    def call(self, hidden_states, input_norm=None, head_mask=None, return_attention_scores=False, training=None):
         shape = ops.shape(hidden_states)
         batch, seq = shape[0], shape[1]
-        qkv = self.qkv(ops.reshape(hidden_states, (-1, self.hidden_size)))
+        tokens = ops.reshape(hidden_states, (-1, self.hidden_size))
+        qkv = self.qkv(tokens) if input_norm is None else layer_norm_dense(input_norm, self.qkv, tokens)
         qkv = ops.reshape(qkv, (batch, seq, 3, self.num_attention_heads, self.head_dim))
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         explicit = (

@@ -1,4 +1,4 @@
-"""Layer normalisation over the last axis whose backward pass keeps one full-size tensor."""
+"""Layer normalisation over the last axis whose backward pass keeps one full-size tensor (none with the next projection)."""
 
 import keras
 from keras import ops
@@ -27,7 +27,8 @@ class LayerNormalization(keras.layers.LayerNormalization):
     (`recomputation.recomputes`). Training then keeps one (batch, seq, hidden) float32
     tensor per layer norm where JAX's autodiff of Keras' layer keeps three
     (tests/test_layers.py, tests/test_training_memory.py). Other settings and the PyTorch
-    backend run the Keras layer.
+    backend run the Keras layer. `layer_norm_dense` computes the layer with the projection
+    that reads it, so that not even the output is kept.
 
     Input: float tensor (..., hidden), any range. Output: same shape, the layer's compute
     dtype; values within 1e-5 of `torch.nn.functional.layer_norm` (tests/test_layers.py).
@@ -75,18 +76,21 @@ class LayerNormalization(keras.layers.LayerNormalization):
         )
 
     def call(self, inputs):
-        own_gradient = (
-            keras.backend.backend() in OWN_GRADIENT_BACKENDS
-            and self.axis in ([-1], [len(inputs.shape) - 1])  # `build` made it a list
-            and self.center
-            and self.scale
-        )
-        if not own_gradient:
+        if not self._computes_own_gradient(inputs):
             return super().call(inputs)
         # Tensors, not variables: TensorFlow's custom gradient would otherwise ask for the
         # variables' gradients through a separate protocol.
         outputs = layer_norm_closed_form_gradient(inputs, ops.copy(self.gamma), ops.copy(self.beta), self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _computes_own_gradient(self, inputs):
+        """Whether `call` runs the closed-form gradient (TensorFlow, JAX)."""
+        return keras.backend.backend() in OWN_GRADIENT_BACKENDS and self._normalizes_last_axis(inputs)
+
+    def _normalizes_last_axis(self, inputs):
+        """Whether the layer is built for the last axis of `inputs`, centred and scaled."""
+        last_axis = self.axis in ([-1], [len(inputs.shape) - 1])  # `build` made it a list
+        return self.built and last_axis and self.center and self.scale
 
     def get_config(self):
         config = super().get_config()
@@ -100,16 +104,10 @@ def layer_norm_closed_form_gradient(x, gamma, beta, epsilon):
     Returns a tensor of x's shape and dtype.
     """
 
-    def statistics(x32):
-        """(x − mean, rstd = 1/√(var + ε)) over the last axis."""
-        centered = x32 - ops.mean(x32, axis=-1, keepdims=True)
-        return centered, ops.rsqrt(ops.mean(ops.square(centered), axis=-1, keepdims=True) + epsilon)
-
     @custom_gradient
     def normalize(x, gamma, beta):
         x32 = ops.cast(x, "float32")
-        centered, rstd = statistics(x32)
-        normalized = centered * rstd  # kept with rstd unless recomputes()
+        normalized, rstd = _normalized(x32, epsilon)  # kept unless recomputes()
         gamma32 = ops.cast(gamma, "float32")
         outputs = normalized * gamma32 + ops.cast(beta, "float32")
 
@@ -117,23 +115,111 @@ def layer_norm_closed_form_gradient(x, gamma, beta, epsilon):
             upstream = ops.cast(args[0] if upstream is None else upstream, "float32")
             if recomputes():
                 x32_, gamma32_ = after_gradient(upstream, x32, gamma32)
-                centered_, rstd_ = statistics(x32_)
-                normalized_ = centered_ * rstd_
+                normalized_, rstd_ = _normalized(x32_, epsilon)
             else:
                 normalized_, rstd_, gamma32_ = normalized, rstd, gamma32
-            width = normalized_.shape[-1]
-            flat_upstream = ops.reshape(upstream, (-1, width))
-            flat_normalized_ = ops.reshape(normalized_, (-1, width))
-            d_normalized = upstream * gamma32_
-            d_x = rstd_ * (
-                d_normalized
-                - ops.mean(d_normalized, axis=-1, keepdims=True)
-                - normalized_ * ops.mean(d_normalized * normalized_, axis=-1, keepdims=True)
-            )
-            d_gamma = ops.sum(flat_upstream * flat_normalized_, axis=0)
-            d_beta = ops.sum(flat_upstream, axis=0)
+            d_x, d_gamma, d_beta = _layer_norm_backward(upstream, normalized_, rstd_, gamma32_)
             return ops.cast(d_x, x.dtype), ops.cast(d_gamma, gamma.dtype), ops.cast(d_beta, beta.dtype)
 
         return ops.cast(outputs, x.dtype), grad
 
     return normalize(x, gamma, beta)
+
+
+def layer_norm_dense(norm, dense, tokens):
+    """`dense(norm(tokens))`, keeping only `tokens` for the backward pass where it can.
+
+    The projection's kernel gradient reads the layer norm's output, a tensor as large as its
+    input, which the layer norm's own gradient keeps too. Where gradients recompute
+    (`recomputation.recomputes`: JAX, and XLA-compiled TensorFlow functions), one custom
+    gradient computes the pair with the closed form of `LayerNormalization`, and its backward
+    pass recomputes the layer norm from `tokens` after the incoming gradient
+    (`recomputation.after_gradient`). A ViT block's training then keeps two (batch·seq,
+    hidden) tensors fewer, one per layer norm (selective activation recomputation,
+    Korthikanti et al. 2022; tests/test_training_memory.py), and a DeiT-S/16 step peaks
+    0.05-0.19 GiB lower (benchmarks/README.md). The forward pass runs the operations of the
+    composition, so values are equal; gradients equal the composition's to float32 rounding
+    (tests/test_layers.py). Elsewhere this is `dense(norm(tokens))`: in TensorFlow graphs
+    without XLA, where `LayerNormalization` keeps x̂; on PyTorch, where the same
+    recomputation with PyTorch's native layer norm kernels left the step's peak memory
+    unchanged (benchmarks/README.md); and when `norm` is not built for the last axis,
+    centred and scaled, or `dense` is quantized or has an activation.
+
+    Args:
+        norm: a `LayerNormalization`.
+        dense: a `keras.layers.Dense` whose input width is the tokens' width.
+        tokens: float tensor (rows, hidden), any range.
+
+    Returns:
+        (rows, dense.units) tensor of `dense`'s compute dtype.
+
+    >>> norm, dense = LayerNormalization(epsilon=1e-12), keras.layers.Dense(1, kernel_initializer="ones")
+    >>> tokens = keras.ops.convert_to_tensor([[1.0, 3.0]])
+    >>> round(float(keras.ops.convert_to_numpy(layer_norm_dense(norm, dense, tokens))[0, 0]), 4)  # -1 + 1
+    0.0
+    """
+    fusable = (
+        recomputes()
+        and dense.built
+        and norm._normalizes_last_axis(tokens)
+        and dense.quantization_mode is None
+        and dense.activation is keras.activations.linear
+    )
+    if not fusable:
+        return dense(norm(tokens))
+    kernel = ops.cast(dense.kernel, dense.compute_dtype)  # the property: LoRA factors included
+    gamma, beta = ops.copy(norm.gamma), ops.copy(norm.beta)  # float32 (autocast=False); tensors, see `call`
+    outputs = _layer_norm_matmul(tokens, gamma, beta, kernel, norm.epsilon, norm.compute_dtype)
+    if dense.bias is not None:
+        outputs = ops.add(outputs, ops.cast(dense.bias, dense.compute_dtype))
+    return outputs
+
+
+def _layer_norm_matmul(x, gamma, beta, kernel, epsilon, norm_dtype):
+    """(layer norm of x (rows, hidden)) @ kernel; the backward pass recomputes the layer norm."""
+
+    def normalized_tokens(x, gamma32, beta, kernel):
+        """The layer norm's output as the projection receives it; x̂; rstd."""
+        normalized, rstd = _normalized(ops.cast(x, "float32"), epsilon)
+        outputs = normalized * gamma32 + ops.cast(beta, "float32")
+        for dtype in (x.dtype, norm_dtype, kernel.dtype):  # the closed form's, the layer's and Dense's casts
+            outputs = ops.cast(outputs, dtype)
+        return outputs, normalized, rstd
+
+    @custom_gradient
+    def fused(x, gamma, beta, kernel):
+        gamma32 = ops.cast(gamma, "float32")
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            (x_,) = after_gradient(upstream, x)
+            outputs_, normalized_, rstd_ = normalized_tokens(x_, gamma32, beta, kernel)
+            d_kernel = ops.matmul(ops.transpose(outputs_), upstream)
+            d_outputs = ops.cast(ops.matmul(upstream, ops.transpose(kernel)), "float32")
+            d_x, d_gamma, d_beta = _layer_norm_backward(d_outputs, normalized_, rstd_, gamma32)
+            return ops.cast(d_x, x.dtype), ops.cast(d_gamma, gamma.dtype), ops.cast(d_beta, beta.dtype), d_kernel
+
+        return ops.matmul(normalized_tokens(x, gamma32, beta, kernel)[0], kernel), grad
+
+    return fused(x, gamma, beta, kernel)
+
+
+def _normalized(x32, epsilon):
+    """(x̂ = (x − mean)·rstd, rstd = 1/√(var + ε)) over the last axis of float32 x."""
+    centered = x32 - ops.mean(x32, axis=-1, keepdims=True)
+    rstd = ops.rsqrt(ops.mean(ops.square(centered), axis=-1, keepdims=True) + epsilon)
+    return centered * rstd, rstd
+
+
+def _layer_norm_backward(upstream, normalized, rstd, gamma32):
+    """(dx, dγ, dβ) in float32 from the float32 gradient of the layer norm's output (PyTorch's closed form)."""
+    width = normalized.shape[-1]
+    flat_upstream = ops.reshape(upstream, (-1, width))
+    d_normalized = upstream * gamma32
+    d_x = rstd * (
+        d_normalized
+        - ops.mean(d_normalized, axis=-1, keepdims=True)
+        - normalized * ops.mean(d_normalized * normalized, axis=-1, keepdims=True)
+    )
+    d_gamma = ops.sum(flat_upstream * ops.reshape(normalized, (-1, width)), axis=0)
+    return d_x, d_gamma, ops.sum(flat_upstream, axis=0)

@@ -6,7 +6,7 @@ from keras import ops
 from keras_vit.layers.activations import gelu_matmul, get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.drop_path import DropPath, regularized
-from keras_vit.layers.layer_normalization import LayerNormalization
+from keras_vit.layers.layer_normalization import LayerNormalization, layer_norm_dense
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -17,9 +17,12 @@ class TransformerBlock(keras.layers.Layer):
     the attention output and the MLP output, then stochastic depth (`DropPath`, timm's
     `Block`) drops both residual branches per example while training. Matches Hugging
     Face `ViTLayer` / `DeiTLayer` (which have no stochastic depth: drop_path_rate=0).
-    LayerNorm runs in float32 under mixed precision (`layers.LayerNormalization`).
-    The MLP runs on the (batch·seq, hidden) reshape of the tokens (faster gradients on JAX,
-    same speed elsewhere; benchmarks/cpu_layers.py).
+    LayerNorm runs in float32 under mixed precision (`layers.LayerNormalization`); each is
+    computed with the projection after it (`layer_norm_dense`: the qkv projection, through
+    the attention's `input_norm`, and fc1), so training on JAX and in XLA-compiled TensorFlow
+    keeps the block's input and the residual sum, not the normalised tokens. The MLP runs on the (batch·seq, hidden)
+    reshape of the tokens (faster gradients on JAX, same speed elsewhere;
+    benchmarks/cpu_layers.py).
 
     Args:
         hidden_size: int, token width.
@@ -101,14 +104,15 @@ class TransformerBlock(keras.layers.Layer):
 
     def call(self, hidden_states, head_mask=None, return_attention_scores=False, training=None):
         attended = self.attention(
-            self.layernorm_before(hidden_states),
+            hidden_states,
+            input_norm=self.layernorm_before,
             head_mask=head_mask,
             return_attention_scores=return_attention_scores,
             training=training,
         )
         attended, probs = attended if return_attention_scores else (attended, None)
         hidden_states = hidden_states + self._residual(attended, training)
-        tokens = ops.reshape(self.layernorm_after(hidden_states), (-1, self.hidden_size))  # (batch·seq, hidden)
+        tokens = ops.reshape(hidden_states, (-1, self.hidden_size))  # (batch·seq, hidden)
         mlp = ops.reshape(self._mlp(tokens), ops.shape(hidden_states))
         hidden_states = hidden_states + self._residual(mlp, training)
         if return_attention_scores:
@@ -116,8 +120,11 @@ class TransformerBlock(keras.layers.Layer):
         return hidden_states
 
     def _mlp(self, tokens):
-        """fc2(activation(fc1(tokens))); exact GELU into an unquantized fc2 runs `gelu_matmul`."""
-        hidden = self.fc1(tokens)
+        """fc2(activation(fc1(layernorm_after(tokens)))).
+
+        Through `layer_norm_dense`, and `gelu_matmul` for exact GELU into an unquantized fc2.
+        """
+        hidden = layer_norm_dense(self.layernorm_after, self.fc1, tokens)
         if self.hidden_act != "gelu" or self.fc2.quantization_mode is not None:
             return self.fc2(self.activation(hidden))
         kernel = ops.cast(self.fc2.kernel, hidden.dtype)
