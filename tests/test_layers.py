@@ -77,6 +77,20 @@ def test_pixel_shuffle_matches_torch():
     np.testing.assert_allclose(ours, expected, atol=1e-6)
 
 
+def test_attention_input_norm_equals_attending_over_the_normalised_tokens():
+    layer, norm = layers.MultiHeadSelfAttention(hidden_size=16, num_attention_heads=4), layers.LayerNormalization()
+    layer(norm(TOKENS))  # builds both
+    norm.set_weights([RNG.normal(size=(16,)).astype("float32") for _ in range(2)])
+    expected = np.asarray(layer(norm(TOKENS)))
+    np.testing.assert_allclose(np.asarray(layer(TOKENS, input_norm=norm)), expected, atol=1e-6)
+    # input_norm comes after the other call arguments: head_mask stays the second positional one.
+    silent = np.zeros(4, "float32")
+    np.testing.assert_allclose(np.asarray(layer(TOKENS, silent)), np.asarray(layer(TOKENS, head_mask=silent)))
+    # A functional model would not track the norm's weights: it says so instead.
+    with pytest.raises(ValueError, match=r"attention\(norm\(x\)\).*input_norm=LayerNormalization\(name='layer_normalization"):
+        layer(keras.Input((5, 16)), input_norm=norm)
+
+
 def test_attention_equals_keras_dot_product_attention():
     layer = layers.MultiHeadSelfAttention(hidden_size=16, num_attention_heads=4)
     out, probs = layer(TOKENS, return_attention_scores=True)

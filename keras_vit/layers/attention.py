@@ -189,14 +189,16 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     Call arguments:
         hidden_states: tensor (batch, seq, hidden_size).
-        input_norm: optional `layers.LayerNormalization` to attend over
-            `input_norm(hidden_states)` instead, as a pre-norm block does: computed with the
-            qkv projection by `layer_norm_dense`, so that training on JAX and in
-            XLA-compiled TensorFlow keeps `hidden_states` and not the normalised tokens too.
         head_mask: optional float tensor (num_heads,) or (batch, num_heads), 1 keeps a head
             and 0 silences it.
         return_attention_scores: bool, also return the probabilities.
         training: bool, enables dropout.
+        input_norm: optional `layers.LayerNormalization` to attend over
+            `input_norm(hidden_states)` instead, as a pre-norm block does: computed with the
+            qkv projection by `layer_norm_dense`, so that training on JAX and in
+            XLA-compiled TensorFlow keeps `hidden_states` and not the normalised tokens too.
+            For calls inside a layer that owns the norm (`TransformerBlock`); a functional
+            model would not track the norm's weights, so there it raises `ValueError`.
 
     Returns:
         tensor (batch, seq, hidden_size); with `return_attention_scores`, also the float
@@ -259,7 +261,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             return ops.reshape(head_mask, (1, -1, 1, 1))
         return head_mask[:, :, None, None]
 
-    def call(self, hidden_states, input_norm=None, head_mask=None, return_attention_scores=False, training=None):
+    def call(self, hidden_states, head_mask=None, return_attention_scores=False, training=None, input_norm=None):
         shape = ops.shape(hidden_states)
         batch, seq = shape[0], shape[1]
         tokens = ops.reshape(hidden_states, (-1, self.hidden_size))
@@ -285,6 +287,17 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if return_attention_scores:
             return output, probs
         return output
+
+    def compute_output_spec(self, *args, input_norm=None, **kwargs):
+        # Keras calls this for symbolic (functional-model) inputs only; calls inside another
+        # layer's `call` get backend tensors and run `call`.
+        if input_norm is not None:
+            raise ValueError(
+                "Expected input_norm=None in a functional model, which would not track the norm's "
+                "weights; call attention(norm(x)) there. Received: input_norm="
+                f"{type(input_norm).__name__}(name={input_norm.name!r})"
+            )
+        return super().compute_output_spec(*args, **kwargs)
 
     def get_config(self):
         config = super().get_config()
