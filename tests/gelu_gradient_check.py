@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_vit.layers import activations
 from keras_vit.layers.activations import gelu, gelu_matmul, get_activation
-from tests.gradients import jax_saved_residual_types, value_and_gradients
+from tests.gradients import counted_calls, jax_saved_residual_types, value_and_gradients
 
 
 def matmul_inputs():
@@ -27,14 +27,9 @@ def matmul_inputs():
 
 def gelu_matmul_results(prefix, jit_compile=False):
     """`gelu_matmul`'s value and gradients, and whether it took its recomputing gradient."""
-    calls = []
-    recomputing = activations._gelu_matmul_recomputing
-    activations._gelu_matmul_recomputing = lambda *args: calls.append(1) or recomputing(*args)
-    try:
+    with counted_calls(activations, "_gelu_matmul_recomputing") as calls:
         x, kernel, upstream = matmul_inputs()
         value, (d_x, d_kernel) = value_and_gradients(gelu_matmul, x, kernel, upstream=upstream, jit_compile=jit_compile)
-    finally:
-        activations._gelu_matmul_recomputing = recomputing
     return {f"{prefix}_value": value, f"{prefix}_d_x": d_x, f"{prefix}_d_kernel": d_kernel, f"{prefix}_recomputed": bool(calls)}
 
 

@@ -3,6 +3,8 @@
 Used by the `*_check.py` scripts that tests run under each backend in a fresh process.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -54,3 +56,15 @@ def jax_saved_residual_types(fn, *arrays):
     with contextlib.redirect_stdout(printed):
         jax.ad_checkpoint.print_saved_residuals(fn, *arrays)
     return [line.split(" ")[0] for line in printed.getvalue().splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def counted_calls(module, name):
+    """Replaces `module.name` by a wrapper that appends to the yielded list on every call; restores it after."""
+    calls = []
+    original = getattr(module, name)
+    setattr(module, name, lambda *args: calls.append(1) or original(*args))
+    try:
+        yield calls
+    finally:
+        setattr(module, name, original)

@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_vit.layers import layer_normalization
 from keras_vit.layers.layer_normalization import LayerNormalization, layer_norm_dense
-from tests.gradients import jax_saved_residual_types, value_and_gradients
+from tests.gradients import counted_calls, jax_saved_residual_types, value_and_gradients
 
 SHAPE = (3, 17, 64)
 ROWS = (SHAPE[0] * SHAPE[1], SHAPE[2])  # the tokens layer_norm_dense projects
@@ -71,14 +71,9 @@ def normalized_projection(fused=True):
 
 def layer_norm_dense_results(prefix, jit_compile=False):
     """`layer_norm_dense`'s value and gradients, and whether it took its fused gradient."""
-    calls = []
-    fused = layer_normalization._layer_norm_matmul
-    layer_normalization._layer_norm_matmul = lambda *args: calls.append(1) or fused(*args)
-    try:
+    with counted_calls(layer_normalization, "_layer_norm_matmul") as calls:
         *arrays, upstream = dense_inputs()
         value, grads = value_and_gradients(normalized_projection(), *arrays, upstream=upstream, jit_compile=jit_compile)
-    finally:
-        layer_normalization._layer_norm_matmul = fused
     names = ("d_x", "d_gamma", "d_beta", "d_kernel", "d_bias")
     results = {f"{prefix}_{name}": grad for name, grad in zip(names, grads)}
     return {f"{prefix}_value": value, **results, f"{prefix}_fused": bool(calls)}
