@@ -22,18 +22,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _counted(monkeypatch, module, name):
-    """Replaces `module.name` by a wrapper that appends to the returned list on every call."""
-    calls = []
+def _counted(monkeypatch, module, name, calls=None):
+    """Replaces `module.name` by a wrapper that appends `name` to `calls` (returned) on every call."""
+    calls = [] if calls is None else calls
     original = getattr(module, name)
-    monkeypatch.setattr(module, name, lambda *args: calls.append(1) or original(*args))
+    monkeypatch.setattr(module, name, lambda *args: calls.append(name) or original(*args))
     return calls
 
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """Counts `fused_attention` calls (each trace of a layer call that takes the fused path)."""
-    return _counted(monkeypatch, attention, "fused_attention")
+    """Traces of a layer call that takes the fused attention path, by the function that ran it.
+
+    `fused_attention`, or `_attention_recomputing_qkv` where the layer is given its input norm.
+    """
+    calls = _counted(monkeypatch, attention, "fused_attention")
+    return _counted(monkeypatch, attention, "_attention_recomputing_qkv", calls)
 
 
 @pytest.fixture
@@ -59,12 +63,19 @@ def test_recomputes_only_while_tracing_for_xla():
     assert tf.function(lambda: xla())().numpy()  # an XLA function called from a plain graph
 
 
-def test_block_gradients_under_xla_equal_eager_gradients(fused_calls, recomputing_mlp_calls, fused_layer_norm_calls):
-    block = TransformerBlock(32, 4, 37)
+@pytest.mark.parametrize("variant", ["qkv_bias", "no_qkv_bias", "lora"])
+def test_block_gradients_under_xla_equal_eager_gradients(variant, fused_calls, recomputing_mlp_calls, fused_layer_norm_calls):
+    block = TransformerBlock(32, 4, 37, qkv_bias=variant != "no_qkv_bias")
     rng = np.random.default_rng(0)
     tokens = tf.constant(rng.normal(size=(2, 17, 32)).astype("float32"))
     upstream = tf.constant(rng.normal(size=(2, 17, 32)).astype("float32"))
     block(tokens)
+    for variable in block.trainable_variables:  # γ ≠ 1, β ≠ 0
+        variable.assign(variable + rng.normal(scale=0.1, size=variable.shape).astype("float32"))
+    if variant == "lora":
+        block.enable_lora(3)
+        for variable in block.trainable_variables:  # lora_kernel_b ≠ 0
+            variable.assign(rng.normal(scale=0.1, size=variable.shape).astype("float32"))
 
     def value_and_gradients(tokens):
         with tf.GradientTape() as tape:
@@ -76,12 +87,14 @@ def test_block_gradients_under_xla_equal_eager_gradients(fused_calls, recomputin
     # Eagerly: explicit attention, saved x̂, layer norm outputs, Φ(x) and GELU(x).
     assert not fused_calls and not recomputing_mlp_calls and not fused_layer_norm_calls
     xla_value, xla_grads = tf.function(value_and_gradients, jit_compile=True)(tokens)
-    # Under XLA: fused attention, recomputed probabilities, GELU(x), and both layer norms' outputs
-    # (into the qkv projection and into fc1).
-    assert len(fused_calls) == len(recomputing_mlp_calls) == 1
-    assert len(fused_layer_norm_calls) == 2
+    # Under XLA: the layer norm, qkv projection and attention as one gradient that recomputes
+    # the normalised tokens, q, k, v and the probabilities; GELU(x), and the second layer
+    # norm's output into fc1.
+    assert fused_calls == ["_attention_recomputing_qkv"] and len(recomputing_mlp_calls) == 1
+    assert len(fused_layer_norm_calls) == 1
     np.testing.assert_allclose(xla_value.numpy(), eager_value.numpy(), atol=1e-5)
-    assert len(xla_grads) == 1 + len(block.trainable_variables) == 1 + 12
+    weights = {"qkv_bias": 12, "no_qkv_bias": 11, "lora": 8}[variant]  # LoRA: the 4 projections' factors
+    assert len(xla_grads) == 1 + len(block.trainable_variables) == 1 + weights
     for xla_grad, eager_grad, name in zip(xla_grads, eager_grads, ["tokens"] + [v.path for v in block.trainable_variables]):
         np.testing.assert_allclose(xla_grad.numpy(), eager_grad.numpy(), atol=1e-5, err_msg=name)
 

@@ -7,7 +7,12 @@ from keras import ops
 
 from keras_vit.layers.custom_gradient import custom_gradient
 from keras_vit.layers.drop_path import regularized
-from keras_vit.layers.layer_normalization import layer_norm_dense
+from keras_vit.layers.layer_normalization import (
+    fuses_with_projection,
+    layer_norm_dense,
+    layer_norm_matmul_backward,
+    normalized_tokens,
+)
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 
@@ -33,6 +38,24 @@ SDPA_BACKENDS = ("torch",)
 # XLA-compiled TensorFlow took the same time (4.90 s both) for 6 % more temporaries, so it
 # keeps the (seq, seq) sum (benchmarks/README.md).
 CONTEXT_ROWSUM_BACKENDS = ("jax",)
+
+
+# Backends on which `MultiHeadSelfAttention`, given its `input_norm`, runs the layer norm, the
+# qkv projection and `fused_attention` as one custom gradient that keeps only the tokens and
+# the log-sum-exp, and recomputes q, k and v in the backward pass
+# (`_attention_recomputing_qkv`): three (batch·seq, hidden) tensors fewer per block for one
+# more qkv matmul. On XLA-compiled TensorFlow a DeiT-S/16 step at 224 px batch 16 peaked at
+# 1.87-1.89 GiB against 2.07-2.10 GiB for 2-6 % more step time, in three runs (384 px batch 8:
+# 2.26-2.30 against 2.50-2.53 GiB), where transformers peaks at 1.71 and 2.25 GiB:
+# TensorFlow's runtime alone holds 0.3 GiB more than PyTorch's, so without it the step used
+# 1.21-1.24x transformers' memory (benchmarks/README.md). JAX keeps q, k and v: its step is
+# under transformers' memory already (0.95x), and the matmul would only cost time.
+QKV_RECOMPUTING_BACKENDS = ("tensorflow",)
+
+
+def _recomputes_qkv(norm, dense, tokens):
+    """Whether `_attention_recomputing_qkv(norm, dense, tokens, …)` may run here."""
+    return keras.backend.backend() in QKV_RECOMPUTING_BACKENDS and fuses_with_projection(norm, dense, tokens)
 
 
 def takes_fused_path():
@@ -75,7 +98,9 @@ def fused_attention(query, key, value):
     (Dao et al. 2022, section 3.1 and algorithm 4) without tiling. The backward pass keeps
     the inputs as given (on the layer's path, views of its qkv projection), one float32
     log-sum-exp per query and on JAX the output (`CONTEXT_ROWSUM_BACKENDS`), and recomputes
-    the probabilities from them.
+    the probabilities from them. `MultiHeadSelfAttention` with an `input_norm` in
+    XLA-compiled TensorFlow runs the same math inside `_attention_recomputing_qkv`, which
+    keeps its input tokens instead of q, k and v.
 
     Args:
         query, key, value: tensors (batch, seq, heads, head_dim).
@@ -131,31 +156,94 @@ def _float32_scores(query, key):
 @custom_gradient
 def _attention_saving_logsumexp(query, key, value):
     """softmax(q·kᵀ/√d)·v on (batch, seq, heads, head_dim) tensors."""
-    scores, _ = _float32_scores(query, key)
-    logsumexp = ops.logsumexp(scores, axis=-1, keepdims=True)  # (batch, heads, seq, 1), kept
-    probs = ops.cast(ops.exp(scores - logsumexp), value.dtype)
-    context = _heads_first(ops.matmul(probs, _heads_first(value)))
+    context, logsumexp = _attention_forward(query, key, value)
 
     def grad(*args, upstream=None):
         upstream = args[0] if upstream is None else upstream
-        query_, key_, value_ = after_gradient(upstream, query, key, value)
-        scores, scaled_query = _float32_scores(query_, key_)
-        probs = ops.exp(scores - logsumexp)  # recomputed, not kept
-        d_context = _heads_first(upstream)
-        d_value = ops.matmul(ops.swapaxes(ops.cast(probs, value.dtype), -1, -2), d_context)
-        d_probs = ops.cast(ops.matmul(d_context, ops.transpose(value_, (0, 2, 3, 1))), "float32")
-        # Softmax backward, dS = P ∘ (dP − rowsum(dP ∘ P)).
-        if keras.backend.backend() in CONTEXT_ROWSUM_BACKENDS:
-            rowsum = ops.sum(ops.cast(upstream, "float32") * ops.cast(context, "float32"), axis=-1)
-            rowsum = ops.expand_dims(ops.transpose(rowsum, (0, 2, 1)), -1)  # (batch, heads, seq, 1)
-        else:
-            rowsum = ops.sum(d_probs * probs, axis=-1, keepdims=True)
-        d_scores = ops.cast(probs * (d_probs - rowsum), query.dtype)
-        d_query = ops.matmul(d_scores, _heads_first(key_)) * ops.cast(_scale(query), query.dtype)
-        d_key = ops.matmul(ops.swapaxes(d_scores, -1, -2), scaled_query)
-        return _heads_first(d_query), _heads_first(d_key), _heads_first(d_value)
+        inputs_ = after_gradient(upstream, query, key, value)
+        return _attention_backward(upstream, *inputs_, logsumexp, context)
 
     return context, grad
+
+
+def _attention_forward(query, key, value):
+    """(context (batch, seq, heads, head_dim), float32 log-sum-exp per query (batch, heads, seq, 1))."""
+    scores, _ = _float32_scores(query, key)
+    logsumexp = ops.logsumexp(scores, axis=-1, keepdims=True)
+    probs = ops.cast(ops.exp(scores - logsumexp), value.dtype)
+    return _heads_first(ops.matmul(probs, _heads_first(value))), logsumexp
+
+
+def _attention_backward(upstream, query, key, value, logsumexp, context):
+    """(d_query, d_key, d_value) from the context's gradient; recomputes the probabilities.
+
+    All tensors (batch, seq, heads, head_dim) but `logsumexp` (`_attention_forward`). `context`
+    is read only on the backends in `CONTEXT_ROWSUM_BACKENDS`.
+    """
+    scores, scaled_query = _float32_scores(query, key)
+    probs = ops.exp(scores - logsumexp)  # recomputed, not kept
+    d_context = _heads_first(upstream)
+    d_value = ops.matmul(ops.swapaxes(ops.cast(probs, value.dtype), -1, -2), d_context)
+    d_probs = ops.cast(ops.matmul(d_context, ops.transpose(value, (0, 2, 3, 1))), "float32")
+    # Softmax backward, dS = P ∘ (dP − rowsum(dP ∘ P)).
+    if keras.backend.backend() in CONTEXT_ROWSUM_BACKENDS:
+        rowsum = ops.sum(ops.cast(upstream, "float32") * ops.cast(context, "float32"), axis=-1)
+        rowsum = ops.expand_dims(ops.transpose(rowsum, (0, 2, 1)), -1)  # (batch, heads, seq, 1)
+    else:
+        rowsum = ops.sum(d_probs * probs, axis=-1, keepdims=True)
+    d_scores = ops.cast(probs * (d_probs - rowsum), query.dtype)
+    d_query = ops.matmul(d_scores, _heads_first(key)) * ops.cast(_scale(query), query.dtype)
+    d_key = ops.matmul(ops.swapaxes(d_scores, -1, -2), scaled_query)
+    return _heads_first(d_query), _heads_first(d_key), _heads_first(d_value)
+
+
+def _attention_recomputing_qkv(norm, dense, tokens, heads_shape):
+    """`fused_attention` over `dense(norm(tokens))` whose backward pass keeps only `tokens`.
+
+    The forward pass runs the operations of `layer_norm_dense` and `fused_attention`; the
+    backward pass recomputes the layer norm and q, k, v from `tokens` after the incoming
+    gradient (`recomputation.after_gradient`), then runs both gradients. Keeps `tokens` and
+    the float32 log-sum-exp per query (and the context on `CONTEXT_ROWSUM_BACKENDS`).
+
+    Args:
+        norm: a `LayerNormalization` and `dense` the qkv `keras.layers.Dense`, for which
+            `layer_normalization.fuses_with_projection` holds.
+        tokens: float tensor (batch·seq, hidden).
+        heads_shape: (batch, seq, 3, heads, head_dim), the projection's split into q, k, v.
+
+    Returns:
+        context (batch, seq, heads, head_dim) of `dense`'s compute dtype.
+    """
+    kernel = ops.cast(dense.kernel, dense.compute_dtype)  # the property: LoRA factors included
+    bias = ops.zeros(kernel.shape[-1:], kernel.dtype) if dense.bias is None else ops.cast(dense.bias, kernel.dtype)
+    dtypes, epsilon = (norm.compute_dtype, kernel.dtype), norm.epsilon
+
+    @custom_gradient
+    def fused(x, gamma, beta, kernel, bias):
+        gamma32 = ops.cast(gamma, "float32")
+
+        def projected(x):
+            """((q, k, v), the normalised tokens, (x̂, rstd)) from x."""
+            normalized, stats = normalized_tokens(x, gamma32, beta, epsilon, dtypes)
+            qkv = ops.reshape(ops.add(ops.matmul(normalized, kernel), bias), heads_shape)
+            return (qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]), normalized, stats
+
+        context, logsumexp = _attention_forward(*projected(x)[0])
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            (x_,) = after_gradient(upstream, x)
+            qkv_, normalized_, stats_ = projected(x_)
+            d_qkv = ops.stack(_attention_backward(upstream, *qkv_, logsumexp, context), axis=2)
+            d_qkv = ops.reshape(d_qkv, (-1, kernel.shape[-1]))
+            d_x, d_gamma, d_beta, d_kernel = layer_norm_matmul_backward(d_qkv, normalized_, stats_, gamma32, kernel)
+            d_norm = ops.cast(d_x, x.dtype), ops.cast(d_gamma, gamma.dtype), ops.cast(d_beta, beta.dtype)
+            return (*d_norm, d_kernel, ops.sum(d_qkv, axis=0))
+
+        return context, grad
+
+    # γ, β as tensors, not variables (see `LayerNormalization.call`).
+    return fused(tokens, ops.copy(norm.gamma), ops.copy(norm.beta), kernel, bias)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -197,6 +285,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             `input_norm(hidden_states)` instead, as a pre-norm block does: computed with the
             qkv projection by `layer_norm_dense`, so that training on JAX and in
             XLA-compiled TensorFlow keeps `hidden_states` and not the normalised tokens too.
+            On the fused path in XLA-compiled TensorFlow, the norm, the projection and the
+            attention are one custom gradient that recomputes q, k and v as well
+            (`QKV_RECOMPUTING_BACKENDS`).
             For calls inside a layer that owns the norm (`TransformerBlock`); a functional
             model would not track the norm's weights, so there it raises `ValueError`.
 
@@ -265,22 +356,26 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         shape = ops.shape(hidden_states)
         batch, seq = shape[0], shape[1]
         tokens = ops.reshape(hidden_states, (-1, self.hidden_size))
-        qkv = self.qkv(tokens) if input_norm is None else layer_norm_dense(input_norm, self.qkv, tokens)
-        qkv = ops.reshape(qkv, (batch, seq, 3, self.num_attention_heads, self.head_dim))
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         explicit = (
             return_attention_scores
             or head_mask is not None
             or (training and self.attention_dropout > 0)
             or not takes_fused_path()
         )
-        if explicit:
-            if head_mask is not None:
-                head_mask = self._head_mask(head_mask)
-            dropout = functools.partial(regularized, self.attention_dropout_layer, training=training)
-            context, probs = explicit_attention(query, key, value, head_mask=head_mask, dropout=dropout)
+        heads_shape = (batch, seq, 3, self.num_attention_heads, self.head_dim)
+        if not explicit and input_norm is not None and _recomputes_qkv(input_norm, self.qkv, tokens):
+            context = _attention_recomputing_qkv(input_norm, self.qkv, tokens, heads_shape)
         else:
-            context = fused_attention(query, key, value)
+            qkv = self.qkv(tokens) if input_norm is None else layer_norm_dense(input_norm, self.qkv, tokens)
+            qkv = ops.reshape(qkv, heads_shape)
+            query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+            if explicit:
+                if head_mask is not None:
+                    head_mask = self._head_mask(head_mask)
+                dropout = functools.partial(regularized, self.attention_dropout_layer, training=training)
+                context, probs = explicit_attention(query, key, value, head_mask=head_mask, dropout=dropout)
+            else:
+                context = fused_attention(query, key, value)
         context = ops.reshape(context, (-1, self.hidden_size))
         output = ops.reshape(self.output_dense(context), (batch, seq, self.hidden_size))
         output = regularized(self.output_dropout, output, training)

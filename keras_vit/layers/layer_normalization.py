@@ -158,14 +158,7 @@ def layer_norm_dense(norm, dense, tokens):
     >>> round(float(keras.ops.convert_to_numpy(layer_norm_dense(norm, dense, tokens))[0, 0]), 4)  # -1 + 1
     0.0
     """
-    fusable = (
-        recomputes()
-        and dense.built
-        and norm._normalizes_last_axis(tokens)
-        and dense.quantization_mode is None
-        and dense.activation is keras.activations.linear
-    )
-    if not fusable:
+    if not fuses_with_projection(norm, dense, tokens):
         return dense(norm(tokens))
     kernel = ops.cast(dense.kernel, dense.compute_dtype)  # the property: LoRA factors included
     gamma, beta = ops.copy(norm.gamma), ops.copy(norm.beta)  # float32 (autocast=False); tensors, see `call`
@@ -175,16 +168,23 @@ def layer_norm_dense(norm, dense, tokens):
     return outputs
 
 
+def fuses_with_projection(norm, dense, tokens):
+    """Whether `dense(norm(tokens))` may run as one custom gradient that recomputes the norm.
+
+    Where gradients recompute (`recomputation.recomputes`), for a `norm` built for the last
+    axis, centred and scaled, and a built, unquantized `dense` without activation.
+    """
+    return (
+        recomputes()
+        and dense.built
+        and norm._normalizes_last_axis(tokens)
+        and dense.quantization_mode is None
+        and dense.activation is keras.activations.linear
+    )
+
+
 def _layer_norm_matmul(x, gamma, beta, kernel, epsilon, norm_dtype):
     """(layer norm of x (rows, hidden)) @ kernel; the backward pass recomputes the layer norm."""
-
-    def normalized_tokens(x, gamma32, beta, kernel):
-        """The layer norm's output as the projection receives it; x̂; rstd."""
-        normalized, rstd = _normalized(ops.cast(x, "float32"), epsilon)
-        outputs = normalized * gamma32 + ops.cast(beta, "float32")
-        for dtype in (x.dtype, norm_dtype, kernel.dtype):  # the closed form's, the layer's and Dense's casts
-            outputs = ops.cast(outputs, dtype)
-        return outputs, normalized, rstd
 
     @custom_gradient
     def fused(x, gamma, beta, kernel):
@@ -193,15 +193,39 @@ def _layer_norm_matmul(x, gamma, beta, kernel, epsilon, norm_dtype):
         def grad(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
             (x_,) = after_gradient(upstream, x)
-            outputs_, normalized_, rstd_ = normalized_tokens(x_, gamma32, beta, kernel)
-            d_kernel = ops.matmul(ops.transpose(outputs_), upstream)
-            d_outputs = ops.cast(ops.matmul(upstream, ops.transpose(kernel)), "float32")
-            d_x, d_gamma, d_beta = _layer_norm_backward(d_outputs, normalized_, rstd_, gamma32)
+            normalized_tokens_, stats_ = normalized_tokens(x_, gamma32, beta, epsilon, (norm_dtype, kernel.dtype))
+            d_x, d_gamma, d_beta, d_kernel = layer_norm_matmul_backward(upstream, normalized_tokens_, stats_, gamma32, kernel)
             return ops.cast(d_x, x.dtype), ops.cast(d_gamma, gamma.dtype), ops.cast(d_beta, beta.dtype), d_kernel
 
-        return ops.matmul(normalized_tokens(x, gamma32, beta, kernel)[0], kernel), grad
+        normalized_tokens_, _ = normalized_tokens(x, gamma32, beta, epsilon, (norm_dtype, kernel.dtype))
+        return ops.matmul(normalized_tokens_, kernel), grad
 
     return fused(x, gamma, beta, kernel)
+
+
+def normalized_tokens(x, gamma32, beta, epsilon, dtypes):
+    """A layer norm's output as the next projection receives it, and (x̂, rstd) for its gradient.
+
+    Args:
+        x: tokens (rows, hidden); gamma32: float32 γ; beta: β; epsilon: the norm's ε.
+        dtypes: the casts after the closed form's own to x's dtype: the norm layer's compute
+            dtype, then the projection's.
+    """
+    normalized, rstd = _normalized(ops.cast(x, "float32"), epsilon)
+    outputs = normalized * gamma32 + ops.cast(beta, "float32")
+    for dtype in (x.dtype, *dtypes):
+        outputs = ops.cast(outputs, dtype)
+    return outputs, (normalized, rstd)
+
+
+def layer_norm_matmul_backward(upstream, norm_outputs, stats, gamma32, kernel):
+    """(dx, dγ, dβ in float32, d_kernel) of `norm_outputs @ kernel` from its output's gradient.
+
+    `norm_outputs` and `stats` (x̂, rstd) as `normalized_tokens` returns them.
+    """
+    d_kernel = ops.matmul(ops.transpose(norm_outputs), upstream)
+    d_outputs = ops.cast(ops.matmul(upstream, ops.transpose(kernel)), "float32")
+    return (*_layer_norm_backward(d_outputs, *stats, gamma32), d_kernel)
 
 
 def _normalized(x32, epsilon):

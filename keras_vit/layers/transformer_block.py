@@ -20,9 +20,10 @@ class TransformerBlock(keras.layers.Layer):
     LayerNorm runs in float32 under mixed precision (`layers.LayerNormalization`); each is
     computed with the projection after it (`layer_norm_dense`: the qkv projection, through
     the attention's `input_norm`, and fc1), so training on JAX and in XLA-compiled TensorFlow
-    keeps the block's input and the residual sum, not the normalised tokens. The MLP runs on
-    the (batch·seq, hidden) reshape of the tokens (faster gradients on JAX, same speed
-    elsewhere; benchmarks/cpu_layers.py).
+    keeps the block's input and the residual sum, not the normalised tokens; in XLA-compiled
+    TensorFlow the attention recomputes q, k and v too (`attention.QKV_RECOMPUTING_BACKENDS`).
+    The MLP runs on the (batch·seq, hidden) reshape of the tokens (faster gradients on JAX,
+    same speed elsewhere; benchmarks/cpu_layers.py).
 
     Args:
         hidden_size: int, token width.
