@@ -365,11 +365,11 @@ class VisionTransformer(keras.Model):
     def train_step(self, *args):
         logs = self._step(super().train_step, *args)
         if keras.backend.backend() == "torch":
-            # Keras' PyTorch step frees the previous step's gradients only after its forward
-            # pass, which then runs next to them, as it frees activations, and leaves glibc's
-            # heap fragmented: a DeiT-S/16 step at 384 px batch 8 peaked at 2.51-2.61 GiB
-            # against 2.18-2.25 GiB freeing them here, after the update, as PyTorch's
-            # `optimizer.zero_grad()` loop does before the forward pass (benchmarks/README.md).
+            # Keras' PyTorch step frees the previous step's gradients only after its own
+            # forward pass, which so runs next to them (88 MB for DeiT-S/16) and leaves glibc's
+            # heap more fragmented: a DeiT-S/16 step at 384 px batch 8 peaked at 2.51-2.61 GiB
+            # against 2.18-2.25 GiB freeing them here, after the update, as a PyTorch loop's
+            # `optimizer.zero_grad()` before the forward pass does (benchmarks/README.md).
             self.zero_grad(set_to_none=True)
         return logs
 
