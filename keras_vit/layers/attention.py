@@ -197,6 +197,12 @@ def _attention_backward(upstream, query, key, value, logsumexp, context):
     return _heads_first(d_query), _heads_first(d_key), _heads_first(d_value)
 
 
+def _split_heads(qkv, heads_shape):
+    """(query, key, value), each (batch, seq, heads, head_dim), from the qkv projection (batch·seq, 3·hidden)."""
+    qkv = ops.reshape(qkv, heads_shape)
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+
 def _attention_recomputing_qkv(norm, dense, tokens, heads_shape):
     """`fused_attention` over `dense(norm(tokens))` whose backward pass keeps only `tokens`.
 
@@ -225,8 +231,7 @@ def _attention_recomputing_qkv(norm, dense, tokens, heads_shape):
         def projected(x):
             """((q, k, v), the normalised tokens, (x̂, rstd)) from x."""
             normalized, stats = normalized_tokens(x, gamma32, beta, epsilon, dtypes)
-            qkv = ops.reshape(ops.add(ops.matmul(normalized, kernel), bias), heads_shape)
-            return (qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]), normalized, stats
+            return _split_heads(ops.add(ops.matmul(normalized, kernel), bias), heads_shape), normalized, stats
 
         context, logsumexp = _attention_forward(*projected(x)[0])
 
@@ -367,8 +372,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             context = _attention_recomputing_qkv(input_norm, self.qkv, tokens, heads_shape)
         else:
             qkv = self.qkv(tokens) if input_norm is None else layer_norm_dense(input_norm, self.qkv, tokens)
-            qkv = ops.reshape(qkv, heads_shape)
-            query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+            query, key, value = _split_heads(qkv, heads_shape)
             if explicit:
                 if head_mask is not None:
                     head_mask = self._head_mask(head_mask)
