@@ -10,7 +10,11 @@ Each case times two ways of computing the same function on DeiT-S/16 training sh
 - gelu: exact (erf) vs the tanh approximation, on (batch, seq, 1536);
 - layernorm (TensorFlow and JAX): `keras.ops.layer_normalization` (autodiff) vs keras_vit's
   closed-form gradient (`layers.layer_normalization.layer_norm_closed_form_gradient`), on
-  (batch, seq, 384).
+  (batch, seq, 384);
+- bias (PyTorch): a Dense 384 → 1536 with bias on (batch·seq, 384), called (matmul, then the
+  bias added) vs `layers.projection.project` (one `torch.addmm`);
+- split: the qkv projection (batch, seq, 3, 6, 64) into q, k, v by slicing vs by `ops.unstack`
+  (`layers.attention._split_heads`), summed.
 
 The gradient is taken with the backend's own machinery (tf.function + GradientTape,
 jax.jit(jax.grad), torch autograd). Each backend runs in its own subprocess; within one,
@@ -74,6 +78,7 @@ def cases(batch, seq):
 
     from keras_vit.layers.attention import explicit_attention, fused_attention
     from keras_vit.layers.layer_normalization import OWN_GRADIENT_BACKENDS, layer_norm_closed_form_gradient
+    from keras_vit.layers.projection import FUSED_BIAS_BACKENDS, project
 
     rng = np.random.default_rng(0)
     qkv = [rng.normal(size=(batch, seq, HEADS, HIDDEN // HEADS)).astype("float32") for _ in range(3)]
@@ -98,7 +103,35 @@ def cases(batch, seq):
             fwd_bwd(lambda x, g, b: ops.layer_normalization(x, g, b, epsilon=1e-12), [tokens, gamma, beta]),
             fwd_bwd(lambda x, g, b: layer_norm_closed_form_gradient(x, g, b, 1e-12), [tokens, gamma, beta]),
         )
+    if keras.backend.backend() in FUSED_BIAS_BACKENDS:
+        dense = keras.layers.Dense(MLP)
+        dense.build((None, HIDDEN))
+        flat = [tokens.reshape(-1, HIDDEN), kernel, np.zeros(MLP, "float32")]
+        yield "bias", "Dense call", "project", (
+            fwd_bwd(with_weights(dense, lambda x: dense(x)), flat),
+            fwd_bwd(with_weights(dense, lambda x: project(dense, x)), flat),
+        )
+    split = [rng.normal(size=(batch, seq, 3, HEADS, HIDDEN // HEADS)).astype("float32")]
+    yield "split", "slices", "unstack", (
+        fwd_bwd(lambda qkv: summed(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]), split),
+        fwd_bwd(lambda qkv: summed(*ops.unstack(qkv, 3, axis=2)), split),
+    )
     keras.backend.clear_session()
+
+
+def summed(query, key, value):
+    return query + key + value
+
+
+def with_weights(dense, fn):
+    """fn'(x, kernel, bias) = fn(x) with `dense`'s kernel and bias set to those (stateless)."""
+    import keras
+
+    def applied(x, kernel, bias):
+        with keras.StatelessScope([(dense.kernel, kernel), (dense.bias, bias)]):
+            return fn(x)
+
+    return applied
 
 
 def worker(repeats):

@@ -19,18 +19,27 @@ from tests.gradients import counted_calls, jax_saved_residual_types, value_and_g
 
 
 def matmul_inputs():
-    """x (24, 40) in [-4, 4], kernel (40, 8), upstream gradient (24, 8)."""
+    """x (24, 40) in [-4, 4], kernel (40, 8), bias (8,), upstream gradient (24, 8)."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-4, 4, size=(24, 40)).astype("float32")
-    return x, rng.normal(size=(40, 8)).astype("float32"), rng.normal(size=(24, 8)).astype("float32")
+    kernel, bias, upstream = (rng.normal(size=shape).astype("float32") for shape in ((40, 8), (8,), (24, 8)))
+    return x, kernel, bias, upstream
 
 
 def gelu_matmul_results(prefix, jit_compile=False):
     """`gelu_matmul`'s value and gradients, and whether it took its recomputing gradient."""
     with counted_calls(activations, "_gelu_matmul_recomputing") as calls:
-        x, kernel, upstream = matmul_inputs()
-        value, (d_x, d_kernel) = value_and_gradients(gelu_matmul, x, kernel, upstream=upstream, jit_compile=jit_compile)
-    return {f"{prefix}_value": value, f"{prefix}_d_x": d_x, f"{prefix}_d_kernel": d_kernel, f"{prefix}_recomputed": bool(calls)}
+        x, kernel, bias, upstream = matmul_inputs()
+        value, (d_x, d_kernel, d_bias) = value_and_gradients(
+            gelu_matmul, x, kernel, bias, upstream=upstream, jit_compile=jit_compile
+        )
+    return {
+        f"{prefix}_value": value,
+        f"{prefix}_d_x": d_x,
+        f"{prefix}_d_kernel": d_kernel,
+        f"{prefix}_d_bias": d_bias,
+        f"{prefix}_recomputed": bool(calls),
+    }
 
 
 def main(path):
@@ -40,7 +49,7 @@ def main(path):
     if backend == "tensorflow":
         results.update(gelu_matmul_results("matmul_xla", jit_compile=True))
     if backend == "jax":
-        x, kernel, _ = matmul_inputs()
+        x, kernel, _, _ = matmul_inputs()
         results["residuals"] = jax_saved_residual_types(gelu_matmul, x, kernel)
         results["composed_residuals"] = jax_saved_residual_types(lambda x, k: keras.ops.matmul(gelu(x), k), x, kernel)
     np.savez(path, **results)

@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -157,16 +159,17 @@ def test_gelu_and_gelu_matmul_gradients_match_torch(backend, tmp_path):
     np.testing.assert_allclose(got["gradient"], x.grad.numpy(), atol=1e-6)
     # gelu_matmul: GELU into the second MLP projection, recomputing GELU(x) in the backward pass
     # on JAX, PyTorch and in XLA-compiled TensorFlow functions.
-    x, kernel, upstream = (torch.from_numpy(a) for a in gelu_gradient_check.matmul_inputs())
-    for tensor in (x, kernel):
+    # On PyTorch the bias joins the matmul (torch.addmm).
+    x, kernel, bias, upstream = (torch.from_numpy(a) for a in gelu_gradient_check.matmul_inputs())
+    for tensor in (x, kernel, bias):
         tensor.requires_grad_()
-    expected = torch.nn.functional.gelu(x) @ kernel
+    expected = torch.nn.functional.gelu(x) @ kernel + bias
     expected.backward(upstream)
     runs = {"matmul": False, "matmul_xla": True} if backend == "tensorflow" else {"matmul": True}
     for prefix, recomputed in runs.items():
         assert bool(got[f"{prefix}_recomputed"]) == recomputed, prefix
         np.testing.assert_allclose(got[f"{prefix}_value"], expected.detach().numpy(), rtol=1e-5, atol=1e-5)
-        for name, tensor in (("d_x", x), ("d_kernel", kernel)):
+        for name, tensor in (("d_x", x), ("d_kernel", kernel), ("d_bias", bias)):
             np.testing.assert_allclose(got[f"{prefix}_{name}"], tensor.grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=prefix + name)
     if backend == "jax":
         # The backward pass keeps GELU's input and the kernel; the composition also keeps GELU(x).
@@ -210,6 +213,29 @@ def test_layer_normalization_matches_torch(backend, tmp_path):
     if backend == "jax":
         # Fused, the backward pass keeps the tokens alone; the composition also keeps the layer norm's output.
         assert (int(got["dense_residuals"]), int(got["composed_dense_residuals"])) == (1, 2)
+
+
+def test_project_runs_one_addmm_on_torch_with_dense_values_and_gradients():
+    # `projection.project(dense, tokens)` against `dense(tokens)` on PyTorch: one addmm for a
+    # Dense with a bias (also with LoRA, and in bfloat16), `dense(tokens)` itself without a
+    # bias or when quantized; the same value and gradients (tokens and trainable weights).
+    lines = [json.loads(line) for line in run_check("projection_check.py", "torch").splitlines()]
+    results = {r["variant"]: r for r in lines if "variant" in r}
+    # A block's qkv, output, fc1 and fc2 projections (fc2 in `activations.gelu_matmul`).
+    assert {r["block"]: r["addmm_calls"] for r in lines if "block" in r} == {"qkv_bias=True": 4, "qkv_bias=False": 3}
+    assert {variant: r["addmm_calls"] for variant, r in results.items()} == {
+        "plain": 1,
+        "lora": 1,
+        "no_bias": 0,
+        "int8": 0,
+        "mixed_bfloat16": 1,
+    }
+    assert len(results["lora"]["gradients"]) == 4  # tokens, bias, lora_kernel_a, lora_kernel_b
+    for variant, result in results.items():
+        # bfloat16: addmm rounds once where matmul then add rounds twice, ≤ 1 ulp = 2^-7·|y|.
+        tolerance = result["scale"] * 2**-7 if variant == "mixed_bfloat16" else 1e-6
+        assert result["value"] <= tolerance, result
+        assert max(result["gradients"]) <= 1e-6, result
 
 
 @pytest.mark.parametrize("kwargs", [dict(axis=1), dict(center=False), dict(scale=False), dict(epsilon=0.5)])

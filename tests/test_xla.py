@@ -248,8 +248,9 @@ def test_xla_steps_leave_library_frames_out_of_op_tracebacks(monkeypatch):
     assert filtered_library < 0.1 * full_library, (filtered_library, full_library)
     assert filtered_other == full_other
     # The attention's output projection in the first block: its innermost frames are still the
-    # attention layer's line that made it, then one of framework/ops.py: TensorFlow drops the
-    # innermost three frames after filtering, and keeping ops.py and tf_stack.py feeds it those.
+    # attention layer's and `projection.project`'s lines that made it, then one of
+    # framework/ops.py: TensorFlow drops the innermost three frames after filtering, and
+    # keeping ops.py and tf_stack.py feeds it those.
     (full_output,), (filtered_output,) = [
         [
             [(file.rsplit("/", 1)[-1], name) for file, name in frames]
@@ -261,7 +262,12 @@ def test_xla_steps_leave_library_frames_out_of_op_tracebacks(monkeypatch):
     wrappers = {("layer.py", "__call__"), ("dispatch.py", "op_dispatch_handler"), ("math_ops.py", "matmul")}
     assert wrappers <= set(full_output)
     assert not wrappers & set(filtered_output)
-    assert filtered_output[-3:] == [("transformer_block.py", "call"), ("attention.py", "call"), ("ops.py", "_create_op_internal")]
+    assert filtered_output[-4:] == [
+        ("transformer_block.py", "call"),
+        ("attention.py", "call"),
+        ("projection.py", "project"),
+        ("ops.py", "_create_op_internal"),
+    ]
 
 
 def test_the_optimizer_is_built_before_the_training_step_is_traced(monkeypatch):

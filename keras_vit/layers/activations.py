@@ -55,8 +55,8 @@ def _gelu_closed_form_gradient(x):
     return x * cdf, grad
 
 
-def gelu_matmul(x, kernel):
-    """`gelu(x) @ kernel`, keeping only `x` and `kernel` for the backward pass where it can.
+def gelu_matmul(x, kernel, bias=None):
+    """`gelu(x) @ kernel + bias`, keeping only `x` and `kernel` for the backward pass where it can.
 
     The second MLP projection's kernel gradient reads GELU's output, (rows, intermediate), as
     large as GELU's input, which GELU's own gradient keeps. Here the backward pass recomputes
@@ -64,14 +64,16 @@ def gelu_matmul(x, kernel):
     block instead of two (selective activation recomputation, Korthikanti et al. 2022; 4 of
     17 hidden vectors per token and block): on JAX and in XLA-compiled TensorFlow functions
     (`recomputation.recomputes`), after the incoming gradient (`recomputation.after_gradient`),
-    and on PyTorch with its native GELU kernels (`gelu_backward`). TensorFlow without XLA
-    computes `ops.matmul(gelu(x), kernel)`, as `gelu` keeps Φ(x) there. Values and gradients
+    and on PyTorch with its native GELU kernels (`gelu_backward`), where the bias joins the
+    matmul (`torch.addmm`, as in `projection.project`). TensorFlow without XLA computes
+    `ops.matmul(gelu(x), kernel) + bias`, as `gelu` keeps Φ(x) there. Values and gradients
     equal those of that composition to float32 rounding. DeiT-S/16 training steps peak lower
     by 0.17-0.29 GiB (`benchmarks/README.md`).
 
     Args:
         x: (rows, intermediate) float tensor, GELU's input.
         kernel: (intermediate, out) tensor of x's dtype.
+        bias: optional (out,) tensor of x's dtype.
 
     Returns:
         (rows, out) tensor of x's dtype.
@@ -81,14 +83,19 @@ def gelu_matmul(x, kernel):
     0.8413
     """
     if keras.backend.backend() == "torch" or recomputes():  # recomputes(): JAX, XLA-compiled TensorFlow
-        return _gelu_matmul_recomputing(x, kernel)
-    return ops.matmul(gelu(x), kernel)
+        return _gelu_matmul_recomputing(x, kernel, bias)
+    return _plus_bias(ops.matmul(gelu(x), kernel), bias)
 
 
-def _gelu_matmul_recomputing(x, kernel):
+def _gelu_matmul_recomputing(x, kernel, bias):
     if keras.backend.backend() == "torch":
-        return _gelu_matmul_torch(x, kernel)
-    return _gelu_matmul_closed_form(x, kernel)
+        zero = ops.zeros(kernel.shape[-1:], kernel.dtype)
+        return _gelu_matmul_torch(x, kernel, zero if bias is None else bias)
+    return _plus_bias(_gelu_matmul_closed_form(x, kernel), bias)
+
+
+def _plus_bias(outputs, bias):
+    return outputs if bias is None else outputs + bias
 
 
 @custom_gradient
@@ -104,7 +111,7 @@ def _gelu_matmul_closed_form(x, kernel):
 
 
 @custom_gradient
-def _gelu_matmul_torch(x, kernel):
+def _gelu_matmul_torch(x, kernel, bias):
     # PyTorch runs the backward pass after the forward pass by construction. Its native GELU
     # kernels make one temporary each, where the closed form makes five: with glibc's default
     # malloc those extra (rows, intermediate) temporaries left a DeiT-S/16 step at 224 px batch
@@ -114,9 +121,10 @@ def _gelu_matmul_torch(x, kernel):
     def grad(*args, upstream=None):
         upstream = args[0] if upstream is None else upstream
         d_kernel = ops.matmul(ops.transpose(ops.gelu(x, approximate=False)), upstream)
-        return torch.ops.aten.gelu_backward(ops.matmul(upstream, ops.transpose(kernel)), x), d_kernel
+        d_x = torch.ops.aten.gelu_backward(ops.matmul(upstream, ops.transpose(kernel)), x)
+        return d_x, d_kernel, ops.sum(upstream, axis=0)
 
-    return ops.matmul(ops.gelu(x, approximate=False), kernel), grad
+    return torch.addmm(bias, ops.gelu(x, approximate=False), kernel), grad
 
 
 def gelu_tanh(x):

@@ -13,6 +13,7 @@ from keras_vit.layers.layer_normalization import (
     layer_norm_matmul_backward,
     normalized_tokens,
 )
+from keras_vit.layers.projection import project
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 
@@ -198,9 +199,12 @@ def _attention_backward(upstream, query, key, value, logsumexp, context):
 
 
 def _split_heads(qkv, heads_shape):
-    """(query, key, value), each (batch, seq, heads, head_dim), from the qkv projection (batch·seq, 3·hidden)."""
-    qkv = ops.reshape(qkv, heads_shape)
-    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    """(query, key, value), each (batch, seq, heads, head_dim), from the qkv projection (batch·seq, 3·hidden).
+
+    Views, by `ops.unstack`: on PyTorch its gradient is one `stack` of the three, where slicing
+    fills three zero (batch, seq, 3, heads, head_dim) tensors and adds them up.
+    """
+    return tuple(ops.unstack(ops.reshape(qkv, heads_shape), 3, axis=2))
 
 
 def _attention_recomputing_qkv(norm, dense, tokens, heads_shape):
@@ -381,7 +385,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             else:
                 context = fused_attention(query, key, value)
         context = ops.reshape(context, (-1, self.hidden_size))
-        output = ops.reshape(self.output_dense(context), (batch, seq, self.hidden_size))
+        output = ops.reshape(project(self.output_dense, context), (batch, seq, self.hidden_size))
         output = regularized(self.output_dropout, output, training)
         if return_attention_scores:
             return output, probs

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.custom_gradient import custom_gradient
+from keras_vit.layers.projection import project
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 # Backends whose autodiff of `keras.ops.layer_normalization` keeps several full-size
@@ -139,7 +140,8 @@ def layer_norm_dense(norm, dense, tokens):
     Korthikanti et al. 2022; tests/test_training_memory.py), and a DeiT-S/16 step peaks
     0.05-0.19 GiB lower (benchmarks/README.md). The forward pass runs the operations of the
     composition, so values are equal; gradients equal the composition's to float32 rounding
-    (tests/test_layers.py). Elsewhere this is `dense(norm(tokens))`: in TensorFlow graphs
+    (tests/test_layers.py). Elsewhere this is `dense(norm(tokens))`, through
+    `projection.project` (one `addmm` on PyTorch): in TensorFlow graphs
     without XLA, where `LayerNormalization` keeps x̂; on PyTorch, where the same
     recomputation with PyTorch's native layer norm kernels left the step's peak memory
     unchanged (benchmarks/README.md); and when `norm` is not built for the last axis,
@@ -159,7 +161,7 @@ def layer_norm_dense(norm, dense, tokens):
     0.0
     """
     if not fuses_with_projection(norm, dense, tokens):
-        return dense(norm(tokens))
+        return project(dense, norm(tokens))
     kernel = ops.cast(dense.kernel, dense.compute_dtype)  # the property: LoRA factors included
     gamma, beta = ops.copy(norm.gamma), ops.copy(norm.beta)  # float32 (autocast=False); tensors, see `call`
     outputs = _layer_norm_matmul(tokens, gamma, beta, kernel, norm.epsilon, norm.compute_dtype)

@@ -128,8 +128,8 @@ class TransformerBlock(keras.layers.Layer):
         hidden = layer_norm_dense(self.layernorm_after, self.fc1, tokens)
         if self.hidden_act != "gelu" or self.fc2.quantization_mode is not None:
             return self.fc2(self.activation(hidden))
-        kernel = ops.cast(self.fc2.kernel, hidden.dtype)
-        return gelu_matmul(hidden, kernel) + ops.cast(self.fc2.bias, hidden.dtype)
+        kernel, bias = (ops.cast(weight, hidden.dtype) for weight in (self.fc2.kernel, self.fc2.bias))
+        return gelu_matmul(hidden, kernel, bias)
 
     def _residual(self, branch, training):
         """A residual branch after dropout and stochastic depth."""
