@@ -327,10 +327,12 @@ class VisionTransformer(keras.Model):
         machines without a GPU. Here, with "auto", the training and evaluation steps of the
         built-in loss and every `predict` step are XLA-compiled there too (`_step`), and the
         built-in loss's label checks (`label_checks`) run before the compiled step, since XLA
-        drops TensorFlow's assertions. On 2 CPU cores a DeiT-S/16 training step at 224 px
-        batch 16 then took 3.54 s and 2.68 GiB instead of 4.20 s and 2.86 GiB (its gradients
-        recompute attention probabilities, x̂, Φ(x) and GELU(x), `layers.recomputation`), and
-        `predict_on_batch` of ViT-B/16 at batch 8 1.69 s instead of 2.03 s
+        drops TensorFlow's assertions. On 2 CPU cores a DeiT-S/16 training step then peaks at
+        1.88 GiB instead of 2.32 GiB at 224 px batch 16 and 2.30 GiB instead of 3.40 GiB at 384
+        px batch 8 (its gradients recompute attention probabilities, x̂, Φ(x), GELU(x) and q,
+        k, v, `layers.recomputation`), for 2.96 s instead of 2.58 s and 5.33 s instead of
+        4.57 s per step: `jit_compile=False` trains faster where memory allows. XLA makes
+        `predict_on_batch` of ViT-B/16 at batch 8 take 1.69 s instead of 2.03 s
         (`benchmarks/README.md`); outputs differ by ~1e-6. `model.jit_compile` still reports
         Keras' value (False). A `loss` given here, `jit_compile=True/False`, `run_eagerly`,
         tf.distribute, op determinism or a layer without `supports_jit` leave Keras' choice in
