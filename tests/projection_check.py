@@ -1,4 +1,6 @@
-"""Run under each Keras backend by test_layers.py: `projection.project` against `Dense.__call__`.
+"""Run under the PyTorch backend by test_layers.py: `projection.project` against `Dense.__call__`.
+
+(On the other backends `project` is `dense(tokens)`, and no call is counted.)
 
 For each variant of a Dense(24) on tokens (51, 64) (plain, with LoRA, without bias, int8, and
 under the mixed_bfloat16 policy) prints one JSON line: the largest |Δ| between

@@ -19,8 +19,8 @@ def project(dense, tokens):
     no activation, this is `torch.addmm(bias, tokens, kernel)` with the layer's kernel (LoRA
     factors included) and bias cast to its compute dtype: the same function as `dense(tokens)`
     to float32 rounding, whose backward pass computes the bias gradient as the sum of the
-    incoming gradient's rows, as Keras' composition does. Elsewhere, and for 1-D or 3-D
-    inputs, it calls `dense(tokens)`.
+    incoming gradient's rows, as Keras' composition does. Elsewhere, for inputs that are not
+    2-D or not of the layer's compute dtype, it calls `dense(tokens)`.
 
     Args:
         dense: a `keras.layers.Dense`.
