@@ -6,8 +6,8 @@ For each variant of a Dense(24) on tokens (51, 64) (plain, with LoRA, without bi
 under the mixed_bfloat16 policy) prints one JSON line: the largest |Δ| between
 `project(dense, tokens)` and `dense(tokens)`, in value and in the gradients with respect to
 the tokens and every trainable variable, the largest |dense(tokens)|, and how many
-`torch.addmm` calls `project` made. Then, for a TransformerBlock with and without qkv bias,
-how many `torch.addmm` calls its forward pass made.
+`torch.addmm` calls `project` made. Then, for a TransformerBlock with and without qkv bias and
+a MultiHeadSelfAttention called alone, how many `torch.addmm` calls the forward pass made.
 Usage: KERAS_BACKEND=torch python tests/projection_check.py
 """
 
@@ -16,7 +16,7 @@ import json
 import keras
 import numpy as np
 
-from keras_vit.layers import TransformerBlock
+from keras_vit.layers import MultiHeadSelfAttention, TransformerBlock
 from keras_vit.layers.projection import project
 from tests.gradients import value_and_gradients
 
@@ -76,13 +76,17 @@ def main():
         diffs = [float(np.abs(np.float32(a) - np.float32(b)).max()) for a, b in pairs]
         scale = float(np.abs(np.float32(called[0])).max())
         print(json.dumps(dict(variant=variant, value=diffs[0], gradients=diffs[1:], scale=scale, addmm_calls=addmm_calls)))
-    for qkv_bias in (True, False):
-        block = TransformerBlock(32, 4, 64, qkv_bias=qkv_bias)
-        hidden_states = keras.ops.ones((2, 5, 32))
-        block(hidden_states)  # builds
+    layers = {
+        "qkv_bias=True": TransformerBlock(32, 4, 64),
+        "qkv_bias=False": TransformerBlock(32, 4, 64, qkv_bias=False),
+        "attention": MultiHeadSelfAttention(32, 4),
+    }
+    hidden_states = keras.ops.ones((2, 5, 32))
+    for name, layer in layers.items():
+        layer(hidden_states)  # builds
         before = len(calls)
-        block(hidden_states, training=True)
-        print(json.dumps(dict(block=f"qkv_bias={qkv_bias}", addmm_calls=len(calls) - before)))
+        layer(hidden_states, training=True)
+        print(json.dumps(dict(block=name, addmm_calls=len(calls) - before)))
 
 
 if __name__ == "__main__":

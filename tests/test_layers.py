@@ -221,8 +221,13 @@ def test_project_runs_one_addmm_on_torch_with_dense_values_and_gradients():
     # bias or when quantized; the same value and gradients (tokens and trainable weights).
     lines = [json.loads(line) for line in run_check("projection_check.py", "torch").splitlines()]
     results = {r["variant"]: r for r in lines if "variant" in r}
-    # A block's qkv, output, fc1 and fc2 projections (fc2 in `activations.gelu_matmul`).
-    assert {r["block"]: r["addmm_calls"] for r in lines if "block" in r} == {"qkv_bias=True": 4, "qkv_bias=False": 3}
+    # A block's qkv, output, fc1 and fc2 projections (fc2 in `activations.gelu_matmul`); the
+    # attention alone, without an input norm: qkv and output.
+    assert {r["block"]: r["addmm_calls"] for r in lines if "block" in r} == {
+        "qkv_bias=True": 4,
+        "qkv_bias=False": 3,
+        "attention": 2,
+    }
     assert {variant: r["addmm_calls"] for variant, r in results.items()} == {
         "plain": 1,
         "lora": 1,

@@ -375,7 +375,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if not explicit and input_norm is not None and _recomputes_qkv(input_norm, self.qkv, tokens):
             context = _attention_recomputing_qkv(input_norm, self.qkv, tokens, heads_shape)
         else:
-            qkv = self.qkv(tokens) if input_norm is None else layer_norm_dense(input_norm, self.qkv, tokens)
+            qkv = project(self.qkv, tokens) if input_norm is None else layer_norm_dense(input_norm, self.qkv, tokens)
             query, key, value = _split_heads(qkv, heads_shape)
             if explicit:
                 if head_mask is not None:
