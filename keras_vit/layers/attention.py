@@ -5,7 +5,7 @@ import functools
 import keras
 from keras import ops
 
-from keras_vit.layers.custom_gradient import custom_gradient
+from keras_vit.layers.custom_gradient import cast_like, custom_gradient
 from keras_vit.layers.drop_path import regularized
 from keras_vit.layers.layer_normalization import (
     fuses_with_projection,
@@ -246,8 +246,7 @@ def _attention_recomputing_qkv(norm, dense, tokens, heads_shape):
             d_qkv = ops.stack(_attention_backward(upstream, *qkv_, logsumexp, context), axis=2)
             d_qkv = ops.reshape(d_qkv, (-1, kernel.shape[-1]))
             d_x, d_gamma, d_beta, d_kernel = layer_norm_matmul_backward(d_qkv, normalized_, stats_, gamma32, kernel)
-            d_norm = ops.cast(d_x, x.dtype), ops.cast(d_gamma, gamma.dtype), ops.cast(d_beta, beta.dtype)
-            return (*d_norm, d_kernel, ops.sum(d_qkv, axis=0))
+            return (*cast_like((d_x, d_gamma, d_beta), (x, gamma, beta)), d_kernel, ops.sum(d_qkv, axis=0))
 
         return context, grad
 

@@ -47,6 +47,16 @@ def custom_gradient(fn):
     return call
 
 
+def cast_like(gradients, inputs):
+    """`gradients`, each cast to the dtype of the input it is the gradient of (same order).
+
+    >>> (half,) = cast_like([keras.ops.ones(2)], [keras.ops.ones(2, "float16")])
+    >>> keras.backend.standardize_dtype(half.dtype)
+    'float16'
+    """
+    return tuple(ops.cast(gradient, tensor.dtype) for gradient, tensor in zip(gradients, inputs))
+
+
 @contextlib.contextmanager
 def graphs_own_custom_gradients():
     """Moves the TensorFlow custom gradients registered inside onto the graph being traced.

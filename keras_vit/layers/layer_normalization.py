@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_vit.layers.custom_gradient import custom_gradient
-from keras_vit.layers.projection import project
+from keras_vit.layers.custom_gradient import cast_like, custom_gradient
+from keras_vit.layers.projection import multiplies_by_kernel, project
 from keras_vit.layers.recomputation import after_gradient, recomputes
 
 # Backends whose autodiff of `keras.ops.layer_normalization` keeps several full-size
@@ -119,8 +119,7 @@ def layer_norm_closed_form_gradient(x, gamma, beta, epsilon):
                 normalized_, rstd_ = _normalized(x32_, epsilon)
             else:
                 normalized_, rstd_, gamma32_ = normalized, rstd, gamma32
-            d_x, d_gamma, d_beta = _layer_norm_backward(upstream, normalized_, rstd_, gamma32_)
-            return ops.cast(d_x, x.dtype), ops.cast(d_gamma, gamma.dtype), ops.cast(d_beta, beta.dtype)
+            return cast_like(_layer_norm_backward(upstream, normalized_, rstd_, gamma32_), (x, gamma, beta))
 
         return ops.cast(outputs, x.dtype), grad
 
@@ -176,13 +175,7 @@ def fuses_with_projection(norm, dense, tokens):
     Where gradients recompute (`recomputation.recomputes`), for a `norm` built for the last
     axis, centred and scaled, and a built, unquantized `dense` without activation.
     """
-    return (
-        recomputes()
-        and dense.built
-        and norm._normalizes_last_axis(tokens)
-        and dense.quantization_mode is None
-        and dense.activation is keras.activations.linear
-    )
+    return recomputes() and norm._normalizes_last_axis(tokens) and multiplies_by_kernel(dense)
 
 
 def _layer_norm_matmul(x, gamma, beta, kernel, epsilon, norm_dtype):
@@ -197,7 +190,7 @@ def _layer_norm_matmul(x, gamma, beta, kernel, epsilon, norm_dtype):
             (x_,) = after_gradient(upstream, x)
             normalized_tokens_, stats_ = normalized_tokens(x_, gamma32, beta, epsilon, (norm_dtype, kernel.dtype))
             d_x, d_gamma, d_beta, d_kernel = layer_norm_matmul_backward(upstream, normalized_tokens_, stats_, gamma32, kernel)
-            return ops.cast(d_x, x.dtype), ops.cast(d_gamma, gamma.dtype), ops.cast(d_beta, beta.dtype), d_kernel
+            return (*cast_like((d_x, d_gamma, d_beta), (x, gamma, beta)), d_kernel)
 
         normalized_tokens_, _ = normalized_tokens(x, gamma32, beta, epsilon, (norm_dtype, kernel.dtype))
         return ops.matmul(normalized_tokens_, kernel), grad

@@ -45,10 +45,13 @@ def fuses_bias(dense, tokens):
     """Whether `project(dense, tokens)` runs one `addmm` (see `project`)."""
     return (
         keras.backend.backend() in FUSED_BIAS_BACKENDS
-        and dense.built
+        and multiplies_by_kernel(dense)
         and dense.bias is not None
-        and dense.quantization_mode is None
-        and dense.activation is keras.activations.linear
         and len(tokens.shape) == 2
         and keras.backend.standardize_dtype(tokens.dtype) == dense.compute_dtype
     )
+
+
+def multiplies_by_kernel(dense):
+    """Whether `dense` computes `inputs @ dense.kernel (+ bias)`: built, unquantized, no activation."""
+    return dense.built and dense.quantization_mode is None and dense.activation is keras.activations.linear
