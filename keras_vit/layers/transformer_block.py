@@ -7,6 +7,7 @@ from keras_vit.layers.activations import gelu_matmul, get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.drop_path import DropPath, regularized
 from keras_vit.layers.layer_normalization import LayerNormalization, layer_norm_dense
+from keras_vit.layers.projection import multiplies_by_kernel
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -126,7 +127,7 @@ class TransformerBlock(keras.layers.Layer):
         Through `layer_norm_dense`, and `gelu_matmul` for exact GELU into an unquantized fc2.
         """
         hidden = layer_norm_dense(self.layernorm_after, self.fc1, tokens)
-        if self.hidden_act != "gelu" or self.fc2.quantization_mode is not None:
+        if self.hidden_act != "gelu" or not multiplies_by_kernel(self.fc2):
             return self.fc2(self.activation(hidden))
         kernel, bias = (ops.cast(weight, hidden.dtype) for weight in (self.fc2.kernel, self.fc2.bias))
         return gelu_matmul(hidden, kernel, bias)
