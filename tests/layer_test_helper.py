@@ -2,7 +2,10 @@
 
 It covers: config JSON round trip, symbolic call in a functional model, eager call, one
 `fit` step that moves the weights, mixed precision (compute dtype, float32 variables,
-agreement with float32), and `.keras` save/load with equal outputs.
+agreement with float32), `.keras` save/load with equal outputs, and `path_differences`:
+values and gradients through both attention paths, with and without
+`gradient_checkpointing`, in float32 and mixed_bfloat16, against the float32 explicit path
+without checkpointing.
 """
 
 import inspect
@@ -11,6 +14,11 @@ import json
 import keras
 import numpy as np
 from keras import tree
+
+from tests.gradients import layer_value_and_gradients
+
+# Largest |Δ| / max |reference| of a value or gradient against the float32 reference.
+TOLERANCES = {"float32": 1e-5, "mixed_bfloat16": 5e-2}
 
 
 def _first(output):
@@ -94,4 +102,75 @@ def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shape, call_k
     got = np.asarray(keras.ops.cast(mixed_out, "float32"))
     scale = np.abs(expected).max() + 1e-6
     assert np.abs(got - expected).max() / scale < 5e-2
+
+    assert_paths_agree(path_differences(layer_cls, init_kwargs, inputs, call_kwargs))
     return layer
+
+
+def path_variants(layer_cls, init_kwargs):
+    """{name: (constructor arguments, call arguments)} of every path the layer has, float32 reference first.
+
+    Attention path: `explicit` (asked for by an all-ones `head_mask`, the same function) and
+    `fused` (`keras.ops.dot_product_attention`), for layers whose call takes `head_mask`;
+    `gradient_checkpointing` off and on, for layers that take it; float32 and mixed_bfloat16.
+    """
+    call_parameters = inspect.signature(layer_cls.call).parameters
+    paths = {"": {}}
+    if "head_mask" in call_parameters:
+        ones = np.ones((init_kwargs["num_attention_heads"],), "float32")
+        paths = {"explicit": {"head_mask": ones}, "fused": {}}
+    remat = [False, True] if "gradient_checkpointing" in inspect.signature(layer_cls.__init__).parameters else [False]
+    variants = {}
+    for dtype in TOLERANCES:
+        for checkpointing in remat:
+            for path, call_kwargs in paths.items():
+                kwargs = dict(init_kwargs, dtype=dtype)
+                if checkpointing:
+                    kwargs["gradient_checkpointing"] = True
+                name = " ".join(filter(None, (dtype, path, "checkpointing" if checkpointing else "")))
+                variants[name] = (kwargs, call_kwargs)
+    return variants
+
+
+def path_differences(layer_cls, init_kwargs, inputs, call_kwargs=None):
+    """{variant (mode): (value |Δ|, largest gradient |Δ|), relative} against the float32 reference.
+
+    Each variant (`path_variants`) gets the reference's weights and is differentiated with
+    the backend's autodiff (`gradients.layer_value_and_gradients`), w.r.t. the float inputs
+    and the trainable weights; on TensorFlow in a graph and XLA-compiled (eager calls: the
+    other checks of `run_layer_test`).
+    """
+    arrays = list(inputs.values())
+    modes = {"graph": False, "xla": True} if keras.backend.backend() == "tensorflow" else {"": False}
+    variants = path_variants(layer_cls, init_kwargs)
+    reference = None
+    differences = {}
+    for name, (kwargs, extra_call_kwargs) in variants.items():
+        layer = layer_cls(**kwargs)
+        layer(*arrays, **(call_kwargs or {}))
+        if reference is None:
+            reference_layer = layer
+            upstream = np.random.default_rng(1).normal(size=_first(layer(*arrays, **(call_kwargs or {}))).shape)
+            upstream = upstream.astype("float32")
+        layer.set_weights(reference_layer.get_weights())
+        for mode, jit_compile in modes.items():
+            kwargs_ = {**(call_kwargs or {}), **extra_call_kwargs}
+            value, grads = layer_value_and_gradients(layer, arrays, upstream, kwargs_, jit_compile=jit_compile)
+            if reference is None:
+                reference = value, grads
+            differences[" ".join(filter(None, (name, mode)))] = (
+                _relative(value, reference[0]),
+                max([_relative(g, r) for g, r in zip(grads, reference[1])], default=0.0),
+            )
+    return differences
+
+
+def _relative(got, expected):
+    return float(np.abs(got - expected).max() / (np.abs(expected).max() + 1e-12))
+
+
+def assert_paths_agree(differences):
+    """Each variant of `path_differences` within `TOLERANCES` of its dtype, values and gradients."""
+    for name, (value, gradient) in differences.items():
+        tolerance = TOLERANCES[name.split()[0]]
+        assert value <= tolerance and gradient <= tolerance, f"{name}: value {value:.2e}, gradient {gradient:.2e}"

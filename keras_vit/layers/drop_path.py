@@ -61,19 +61,3 @@ class DropPath(keras.layers.Layer):
         config.update(rate=self.rate, seed=self.seed)
         return config
 
-
-def regularized(layer, inputs, training):
-    """`layer(inputs, training=training)` for a Keras `Dropout` or a `DropPath`, left out where it is the identity.
-
-    Both return `inputs` unchanged unless `training` is true and their `rate` is above 0
-    (Keras' `Dropout.call`, `DropPath.call`), so the call is left out there: on the PyTorch
-    backend, which runs layers eagerly, each call costs Keras' per-call work, and 61 of the
-    163 layer calls of a DeiT-Ti/16 forward pass were these identities.
-
-    >>> x = keras.ops.ones((2, 3))
-    >>> regularized(keras.layers.Dropout(0.5), x, training=False) is x
-    True
-    >>> regularized(DropPath(0.0), x, training=True) is x
-    True
-    """
-    return layer(inputs, training=training) if training and layer.rate else inputs

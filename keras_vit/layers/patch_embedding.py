@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from keras_vit.layers.drop_path import regularized
 from keras_vit.layers.position_interpolation import resample_position_embeddings
 
 
@@ -163,7 +162,7 @@ class PatchEmbedding(keras.layers.Layer):
         else:
             positions = self.position_embeddings
         embeddings = embeddings + ops.cast(positions, dtype)
-        return regularized(self.dropout_layer, embeddings, training)
+        return self.dropout_layer(embeddings, training=training)
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         height, width = input_shape[1], input_shape[2]

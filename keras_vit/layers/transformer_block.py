@@ -1,31 +1,32 @@
 """Pre-norm transformer encoder block of ViT/DeiT."""
 
 import keras
-from keras import ops
 
-from keras_vit.layers.activations import gelu_matmul, get_activation
+from keras_vit.layers.activations import get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
-from keras_vit.layers.drop_path import DropPath, regularized
-from keras_vit.layers.layer_normalization import LayerNormalization, layer_norm_dense
-from keras_vit.layers.projection import multiplies_by_kernel
+from keras_vit.layers.drop_path import DropPath
+from keras_vit.layers.layer_normalization import LayerNormalization
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class TransformerBlock(keras.layers.Layer):
     """x + Attention(LayerNorm(x)), then x + MLP(LayerNorm(x)) (Dosovitskiy et al. 2021, eq. 2-3).
 
-    The MLP is Dense(intermediate_size) → `hidden_act` → Dense(hidden_size); dropout follows
-    the attention output and the MLP output, then stochastic depth (`DropPath`, timm's
-    `Block`) drops both residual branches per example while training. Matches Hugging
-    Face `ViTLayer` / `DeiTLayer` (which have no stochastic depth: drop_path_rate=0).
-    LayerNorm runs in float32 under mixed precision (`layers.LayerNormalization`); each is
-    computed with the projection after it (`layer_norm_dense`: the qkv projection, through
-    the attention's `input_norm`, and fc1), so training on JAX and in XLA-compiled TensorFlow
-    keeps the block's input and the residual sum, not the normalised tokens; in XLA-compiled
-    TensorFlow the attention recomputes q, k and v too (`attention.QKV_RECOMPUTING_BACKENDS`).
-    The MLP runs on the (batch·seq, hidden) reshape of the tokens (faster gradients on JAX,
-    same speed elsewhere; benchmarks/cpu_layers.py).
+    `call` is the two residual lines of a pre-norm block, as timm's `Block` and Hugging
+    Face's `ViTLayer` / `DeiTLayer`: `x = x + drop_path(dropout(attention(layernorm_before(x))))`
+    and `x = x + drop_path(dropout(fc2(activation(fc1(layernorm_after(x))))))`. Dropout
+    follows the attention output and the MLP output (Hugging Face's `ViTSelfOutput` and
+    `ViTOutput`); stochastic depth (`DropPath`, timm's `Block`) drops both residual branches
+    per example while training (Hugging Face has none: drop_path_rate=0). The layer norms
+    compute in float32 under mixed precision.
 
+    With `gradient_checkpointing` (Hugging Face's name), training recomputes each branch's
+    deterministic part in the backward pass instead of keeping its intermediates
+    (`keras.remat`, Chen et al. 2016): `layernorm_before` → `attention`, and
+    `layernorm_after` → `fc1` → activation → `fc2`. Dropout and stochastic depth stay
+    outside, so their masks are drawn once; the attention branch is not recomputed in calls
+    that return probabilities (they are outputs, kept anyway) or whose attention dropout is
+    active. Values and gradients are those without it.
     Args:
         hidden_size: int, token width.
         num_attention_heads: int, heads; must divide `hidden_size`.
@@ -37,6 +38,8 @@ class TransformerBlock(keras.layers.Layer):
         drop_path_rate: float in [0, 1), stochastic depth rate of both residual branches.
         layer_norm_eps: float, LayerNorm epsilon.
         initializer_range: float, std of the truncated-normal kernel initializers.
+        flash_attention: None, True or False, `MultiHeadSelfAttention`'s switch.
+        gradient_checkpointing: bool, recompute the branches in the backward pass.
 
     Call arguments:
         hidden_states: tensor (batch, seq, hidden_size).
@@ -65,6 +68,8 @@ class TransformerBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         layer_norm_eps=1e-12,
         initializer_range=0.02,
+        flash_attention=None,
+        gradient_checkpointing=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -81,6 +86,8 @@ class TransformerBlock(keras.layers.Layer):
         self.drop_path_rate = drop_path_rate
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
+        self.flash_attention = flash_attention
+        self.gradient_checkpointing = gradient_checkpointing
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         policy = self.dtype_policy
         self.layernorm_before = LayerNormalization(epsilon=layer_norm_eps, dtype=policy, name="layernorm_before")
@@ -90,6 +97,7 @@ class TransformerBlock(keras.layers.Layer):
             qkv_bias=qkv_bias,
             attention_dropout=attention_dropout,
             initializer_range=initializer_range,
+            flash_attention=flash_attention,
             dtype=policy,
             name="attention",
         )
@@ -105,36 +113,22 @@ class TransformerBlock(keras.layers.Layer):
         self.fc2.build(tuple(input_shape[:-1]) + (self.intermediate_size,))
 
     def call(self, hidden_states, head_mask=None, return_attention_scores=False, training=None):
-        attended = self.attention(
-            hidden_states,
-            input_norm=self.layernorm_before,
-            head_mask=head_mask,
-            return_attention_scores=return_attention_scores,
-            training=training,
-        )
+        def attention(x):
+            return self.attention(self.layernorm_before(x), head_mask, return_attention_scores=return_attention_scores)
+
+        def mlp(x):
+            return self.fc2(self.activation(self.fc1(self.layernorm_after(x))))
+
+        keeps_attention = return_attention_scores or (training and self.attention_dropout > 0)
+        attended = (attention if keeps_attention else self._checkpointed(attention))(hidden_states)
         attended, probs = attended if return_attention_scores else (attended, None)
-        hidden_states = hidden_states + self._residual(attended, training)
-        tokens = ops.reshape(hidden_states, (-1, self.hidden_size))  # (batch·seq, hidden)
-        mlp = ops.reshape(self._mlp(tokens), ops.shape(hidden_states))
-        hidden_states = hidden_states + self._residual(mlp, training)
-        if return_attention_scores:
-            return hidden_states, probs
-        return hidden_states
+        hidden_states = hidden_states + self.drop_path(self.dropout_layer(attended))
+        hidden_states = hidden_states + self.drop_path(self.dropout_layer(self._checkpointed(mlp)(hidden_states)))
+        return (hidden_states, probs) if return_attention_scores else hidden_states
 
-    def _mlp(self, tokens):
-        """fc2(activation(fc1(layernorm_after(tokens)))).
-
-        Through `layer_norm_dense`, and `gelu_matmul` for exact GELU into an unquantized fc2.
-        """
-        hidden = layer_norm_dense(self.layernorm_after, self.fc1, tokens)
-        if self.hidden_act != "gelu" or not multiplies_by_kernel(self.fc2):
-            return self.fc2(self.activation(hidden))
-        kernel, bias = (ops.cast(weight, hidden.dtype) for weight in (self.fc2.kernel, self.fc2.bias))
-        return gelu_matmul(hidden, kernel, bias)
-
-    def _residual(self, branch, training):
-        """A residual branch after dropout and stochastic depth."""
-        return regularized(self.drop_path, regularized(self.dropout_layer, branch, training), training)
+    def _checkpointed(self, branch):
+        """`branch`, recomputed in the backward pass with `gradient_checkpointing` (`keras.remat`)."""
+        return keras.remat(branch) if self.gradient_checkpointing else branch
 
     def enable_lora(self, rank, lora_alpha=None):
         """Low-rank adaptation (Hu et al. 2021) of the block's four projections.
@@ -168,5 +162,7 @@ class TransformerBlock(keras.layers.Layer):
             drop_path_rate=self.drop_path_rate,
             layer_norm_eps=self.layer_norm_eps,
             initializer_range=self.initializer_range,
+            flash_attention=self.flash_attention,
+            gradient_checkpointing=self.gradient_checkpointing,
         )
         return config

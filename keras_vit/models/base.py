@@ -173,6 +173,18 @@ class VisionTransformer(keras.Model):
                 block.enable_lora(rank)
         self.lora_rank = rank
 
+    def gradient_checkpointing_enable(self):
+        """Turns on `gradient_checkpointing` (Hugging Face's method name) for the model and every block.
+
+        Training then recomputes each transformer block's branches in the backward pass
+        (`TransformerBlock`, `keras.remat`); saved in the config like the construction
+        flag. Functions traced before (a compiled TensorFlow or JAX train step) keep their
+        plan: call it before `compile`.
+        """
+        for layer in self._flatten_layers():  # the model, its backbone, the blocks
+            if hasattr(layer, "gradient_checkpointing"):
+                layer.gradient_checkpointing = True
+
     # === Inputs ===
     @property
     def input_names(self):

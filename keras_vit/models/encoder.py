@@ -53,11 +53,14 @@ def encoder_outputs(
     interpolate_pos_encoding,
     data_format,
     dtype,
+    gradient_checkpointing=False,
 ):
     """Builds embeddings → transformer blocks → final LayerNorm (→ pooler) on `inputs`.
 
     Args:
         inputs: dict of the tensors `model_inputs` made, by name.
+        gradient_checkpointing: bool, each `TransformerBlock`'s flag (`keras.remat` of its
+            branches while training).
 
     Returns:
         dict with `last_hidden_state` (batch, seq, hidden), and as requested
@@ -92,6 +95,7 @@ def encoder_outputs(
             drop_path_rate=rate,
             layer_norm_eps=config.layer_norm_eps,
             initializer_range=config.initializer_range,
+            gradient_checkpointing=gradient_checkpointing,
             dtype=dtype,
             name=f"encoder_layer_{i}",
         )

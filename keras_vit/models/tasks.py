@@ -27,6 +27,7 @@ class TaskModel(VisionTransformer):
         interpolate_pos_encoding=False,
         data_format="channels_last",
         lora_rank=None,
+        gradient_checkpointing=False,
         dtype=None,
         name=None,
         trainable=True,
@@ -37,6 +38,7 @@ class TaskModel(VisionTransformer):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            gradient_checkpointing=gradient_checkpointing,
         )
         config = self._check_construction(config, kwargs, data_format, flags, lora_rank)
         backbone = self.backbone_class(

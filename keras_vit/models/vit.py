@@ -31,6 +31,10 @@ class ViTModel(VisionTransformer):
         data_format: "channels_last" (batch, height, width, channels) or "channels_first"
             (batch, channels, height, width), the Hugging Face layout.
         lora_rank: None, or an int to build with `enable_lora(lora_rank)` applied.
+        gradient_checkpointing: bool, recompute each transformer block's branches in the
+            backward pass instead of keeping their intermediates (Hugging Face's name;
+            `TransformerBlock`, `keras.remat`): less memory for a training step, same values
+            and gradients. Off by default; `gradient_checkpointing_enable()` turns it on.
         dtype: optional dtype policy, e.g. "mixed_bfloat16".
         name: optional model name.
         trainable: bool.
@@ -83,6 +87,7 @@ class ViTModel(VisionTransformer):
         interpolate_pos_encoding=False,
         data_format="channels_last",
         lora_rank=None,
+        gradient_checkpointing=False,
         dtype=None,
         name=None,
         trainable=True,
@@ -95,6 +100,7 @@ class ViTModel(VisionTransformer):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            gradient_checkpointing=gradient_checkpointing,
         )
         config = self._check_construction(config, kwargs, data_format, flags, lora_rank)
         inputs = model_inputs(
@@ -114,6 +120,7 @@ class ViTModel(VisionTransformer):
             interpolate_pos_encoding=interpolate_pos_encoding,
             data_format=data_format,
             dtype=dtype,
+            gradient_checkpointing=gradient_checkpointing,
         )
         self._init_graph(config, inputs, outputs, {**flags, "data_format": data_format}, dtype, name, trainable)
         if lora_rank is not None:
@@ -131,7 +138,8 @@ class ViTForImageClassification(ImageClassifier):
     Args:
         config: a `ViTConfig` (or its dict); `num_labels` sets the classifier width.
         use_head_mask, output_hidden_states, output_attentions, interpolate_pos_encoding,
-            data_format, lora_rank, dtype, name, trainable: as `ViTModel`.
+            data_format, lora_rank, gradient_checkpointing, dtype, name, trainable: as
+            `ViTModel`.
 
     Call arguments:
         inputs, training: as `ViTModel` (no `bool_masked_pos`).
@@ -165,7 +173,8 @@ class ViTForMaskedImageModeling(MaskedImageModeling):
     Args:
         config: a `ViTConfig` (or its dict).
         use_head_mask, output_hidden_states, output_attentions, interpolate_pos_encoding,
-            data_format, lora_rank, dtype, name, trainable: as `ViTModel`.
+            data_format, lora_rank, gradient_checkpointing, dtype, name, trainable: as
+            `ViTModel`.
 
     Call arguments:
         inputs: `pixel_values`, or [pixel_values, bool_masked_pos (, head_mask)], or a dict;
