@@ -70,3 +70,19 @@ def layer_value_and_gradients(layer, inputs, upstream, call_kwargs=None, jit_com
 
 def _float32(tensor):
     return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float32")))
+
+
+def jax_saved_residual_types(fn, *arrays):
+    """The types (e.g. 'f32[2,4,17,17]') of the tensors JAX keeps for fn's backward pass.
+
+    Parsed from `jax.ad_checkpoint.print_saved_residuals` (JAX backend only).
+    """
+    import contextlib
+    import io
+
+    import jax
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        jax.ad_checkpoint.print_saved_residuals(fn, *arrays)
+    return [line.split(" ")[0] for line in printed.getvalue().splitlines() if line.strip()]

@@ -1,30 +1,37 @@
 """Run on TensorFlow by test_training_memory.py: what deleted models leave in memory.
 
 Trains, evaluates and predicts with tiny `ViTForImageClassification`s (graph mode and the
-XLA-compiled steps of `jit_compile="auto"`) and calls a user's Keras model built from a
-`TransformerBlock`, deletes them all and prints one JSON line: the TensorFlow graphs
-(`FuncGraph`) still alive and the gradient-registry names added, which should both be none
-(`keras_vit/layers/custom_gradient.py`).
-Usage: KERAS_BACKEND=tensorflow python tests/graph_release_check.py
+XLA-compiled steps of `jit_compile="auto"`, without and with gradient checkpointing) and
+calls a user's Keras model built from a `TransformerBlock`, deletes them all and prints one
+JSON line: the TensorFlow graphs (`FuncGraph`) still alive and the gradient-registry names
+added, which should both be none (`keras_vit/layers/custom_gradient.py`). With the argument
+`unprotected`, `graphs_own_custom_gradients` is replaced by a block that does nothing, to
+show what it avoids.
+Usage: KERAS_BACKEND=tensorflow python tests/graph_release_check.py [unprotected]
 """
 
+import contextlib
 import gc
 import json
+import sys
 
 import keras
 import numpy as np
 from tensorflow.python.framework import func_graph
 
 import keras_vit
+from keras_vit.layers import transformer_block
 from keras_vit.layers.custom_gradient import _gradient_registry
+from keras_vit.models import base
 from tests.conftest import tiny_config
 
 
 def use_and_delete_models():
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     labels = np.array([0, 2])
-    for jit_compile in (False, "auto"):
-        model = keras_vit.ViTForImageClassification(tiny_config(keras_vit.ViTForImageClassification))
+    for jit_compile, checkpointing in ((False, False), ("auto", False), (False, True), ("auto", True)):
+        config = tiny_config(keras_vit.ViTForImageClassification)
+        model = keras_vit.ViTForImageClassification(config, gradient_checkpointing=checkpointing)
         model.compile(optimizer="adamw", jit_compile=jit_compile)
         model.fit(images, labels, verbose=0)
         model.evaluate(images, labels, verbose=0)
@@ -36,6 +43,9 @@ def use_and_delete_models():
 
 
 def main():
+    if sys.argv[1:] == ["unprotected"]:
+        for module in (base, transformer_block):
+            module.graphs_own_custom_gradients = contextlib.nullcontext
     names_before = set(_gradient_registry())
     use_and_delete_models()
     gc.collect()

@@ -32,13 +32,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_dropout: float in [0, 1), dropout on attention probabilities.
         dropout: float in [0, 1), dropout on the output.
         initializer_range: float, std of the truncated-normal kernel initializer.
-        flash_attention: None, True or False, as for `keras.layers.MultiHeadAttention`: the
-            argument, else the global setting (`keras.config.enable_flash_attention()` /
-            `disable_flash_attention()`), else None, with which
-            `keras.ops.dot_product_attention` uses flash attention where the backend, device
-            and dtype allow it. True raises where it cannot run (Keras' error, e.g. on
-            TensorFlow). Calls that ask for probabilities, `head_mask` or active attention
-            dropout take the explicit path whatever its value.
+        flash_attention: None, True or False, as for `keras.layers.MultiHeadAttention`
+            (`flash_attention or keras.config.is_flash_attention_enabled()`): True asks
+            `keras.ops.dot_product_attention` for flash attention, which raises where it
+            cannot run (Keras' error, e.g. on TensorFlow); None, or False while Keras' global
+            setting is unset (`keras.config.enable_flash_attention()`), lets it use flash
+            attention where the backend, device and dtype allow it; after
+            `keras.config.disable_flash_attention()`, None turns it off. Calls that ask for
+            probabilities, `head_mask` or active attention dropout take the explicit path
+            whatever its value.
 
     Call arguments:
         hidden_states: tensor (batch, seq, hidden_size).

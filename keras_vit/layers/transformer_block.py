@@ -4,6 +4,7 @@ import keras
 
 from keras_vit.layers.activations import get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
+from keras_vit.layers.custom_gradient import graphs_own_custom_gradients
 from keras_vit.layers.drop_path import DropPath
 from keras_vit.layers.layer_normalization import LayerNormalization
 
@@ -127,8 +128,21 @@ class TransformerBlock(keras.layers.Layer):
         return (hidden_states, probs) if return_attention_scores else hidden_states
 
     def _checkpointed(self, branch):
-        """`branch`, recomputed in the backward pass with `gradient_checkpointing` (`keras.remat`)."""
-        return keras.remat(branch) if self.gradient_checkpointing else branch
+        """`branch`, recomputed in the backward pass with `gradient_checkpointing` (`keras.remat`).
+
+        On TensorFlow `keras.remat` is `tf.recompute_grad`, a `tf.custom_gradient`: traced
+        in a graph, it registers a gradient that would keep the graph alive
+        (`custom_gradient.graphs_own_custom_gradients`).
+        """
+        if not self.gradient_checkpointing:
+            return branch
+        recomputed = keras.remat(branch)
+
+        def checkpointed(x):
+            with graphs_own_custom_gradients():
+                return recomputed(x)
+
+        return checkpointed
 
     def enable_lora(self, rank, lora_alpha=None):
         """Low-rank adaptation (Hu et al. 2021) of the block's four projections.
