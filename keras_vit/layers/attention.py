@@ -83,7 +83,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         for name, rate in (("attention_dropout", attention_dropout), ("dropout", dropout)):
             if not 0 <= rate < 1:
                 raise ValueError(f"Expected {name} in [0, 1). Received: {name}={rate}")
-        if flash_attention not in (None, True, False):
+        if flash_attention is not None and not isinstance(flash_attention, bool):
             raise ValueError(f"Expected flash_attention to be None, True or False. Received: flash_attention={flash_attention!r}")
         self.hidden_size = hidden_size
         self.num_attention_heads = num_attention_heads
