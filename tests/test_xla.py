@@ -1,4 +1,4 @@
-"""TensorFlow under XLA: gradients recompute (as on JAX) and predict compiles with XLA."""
+"""TensorFlow under XLA: the block's gradients equal eager ones, and steps and predict compile with XLA."""
 
 import contextlib
 import re
@@ -9,8 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit.layers import activations, attention, layer_normalization
-from keras_vit.layers.recomputation import recomputes
+from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.transformer_block import TransformerBlock
 from keras_vit.models import base, op_tracebacks
 from tests.conftest import TINY
@@ -22,49 +21,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _counted(monkeypatch, module, name, calls=None):
-    """Replaces `module.name` by a wrapper that appends `name` to `calls` (returned) on every call."""
-    calls = [] if calls is None else calls
-    original = getattr(module, name)
-    monkeypatch.setattr(module, name, lambda *args: calls.append(name) or original(*args))
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Traces of `MultiHeadSelfAttention.call` inside an XLA-compiled function: > 0 where a step ran under XLA."""
+    from tensorflow.python.ops import control_flow_util
+
+    calls = []
+    original = MultiHeadSelfAttention.call
+
+    def call(self, *args, **kwargs):
+        if not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+            calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MultiHeadSelfAttention, "call", call)
     return calls
 
 
-@pytest.fixture
-def fused_calls(monkeypatch):
-    """Traces of a layer call that takes the fused attention path, by the function that ran it.
-
-    `fused_attention`, or `_attention_recomputing_qkv` where the layer is given its input norm.
-    """
-    calls = _counted(monkeypatch, attention, "fused_attention")
-    return _counted(monkeypatch, attention, "_attention_recomputing_qkv", calls)
-
-
-@pytest.fixture
-def recomputing_mlp_calls(monkeypatch):
-    """Counts traces of the MLP's GELU and second projection that recompute GELU(x)."""
-    return _counted(monkeypatch, activations, "_gelu_matmul_recomputing")
-
-
-@pytest.fixture
-def fused_layer_norm_calls(monkeypatch):
-    """Counts traces of a layer norm and the projection after it that recompute the layer norm."""
-    return _counted(monkeypatch, layer_normalization, "_layer_norm_matmul")
-
-
-def test_recomputes_only_while_tracing_for_xla():
-    def flag():
-        return tf.constant(recomputes())
-
-    xla = tf.function(flag, jit_compile=True)
-    assert not recomputes()
-    assert not tf.function(flag)().numpy()
-    assert xla().numpy()
-    assert tf.function(lambda: xla())().numpy()  # an XLA function called from a plain graph
-
-
 @pytest.mark.parametrize("variant", ["qkv_bias", "no_qkv_bias", "lora"])
-def test_block_gradients_under_xla_equal_eager_gradients(variant, fused_calls, recomputing_mlp_calls, fused_layer_norm_calls):
+def test_block_gradients_under_xla_equal_eager_gradients(variant, fused_calls):
     block = TransformerBlock(32, 4, 37, qkv_bias=variant != "no_qkv_bias")
     rng = np.random.default_rng(0)
     tokens = tf.constant(rng.normal(size=(2, 17, 32)).astype("float32"))
@@ -84,14 +59,9 @@ def test_block_gradients_under_xla_equal_eager_gradients(variant, fused_calls, r
         return value, tape.gradient(value, [tokens] + block.trainable_variables, output_gradients=upstream)
 
     eager_value, eager_grads = value_and_gradients(tokens)
-    # Eagerly: explicit attention, saved x̂, layer norm outputs, Φ(x) and GELU(x).
-    assert not fused_calls and not recomputing_mlp_calls and not fused_layer_norm_calls
+    assert not fused_calls
     xla_value, xla_grads = tf.function(value_and_gradients, jit_compile=True)(tokens)
-    # Under XLA: the layer norm, qkv projection and attention as one gradient that recomputes
-    # the normalised tokens, q, k, v and the probabilities; GELU(x), and the second layer
-    # norm's output into fc1.
-    assert fused_calls == ["_attention_recomputing_qkv"] and len(recomputing_mlp_calls) == 1
-    assert len(fused_layer_norm_calls) == 1
+    assert fused_calls == ["attention"]
     np.testing.assert_allclose(xla_value.numpy(), eager_value.numpy(), atol=1e-5)
     weights = {"qkv_bias": 12, "no_qkv_bias": 11, "lora": 8}[variant]  # LoRA: the 4 projections' factors
     assert len(xla_grads) == 1 + len(block.trainable_variables) == 1 + weights
@@ -248,14 +218,14 @@ def test_xla_steps_leave_library_frames_out_of_op_tracebacks(monkeypatch):
     assert filtered_library < 0.1 * full_library, (filtered_library, full_library)
     assert filtered_other == full_other
     # The attention's output projection in the first block: its innermost frames are still the
-    # attention layer's and `projection.project`'s lines that made it, then one of
+    # block's and the attention layer's lines that made it, then one of
     # framework/ops.py: TensorFlow drops the innermost three frames after filtering, and
     # keeping ops.py and tf_stack.py feeds it those.
     (full_output,), (filtered_output,) = [
         [
             [(file.rsplit("/", 1)[-1], name) for file, name in frames]
             for op, frames in tracebacks.items()
-            if re.fullmatch(r".*/encoder_layer_0\w*/attention\w*/output\w*/MatMul", op)
+            if re.fullmatch(r".*/encoder_layer_0\w*/attention\w*/output\w*/(Tensordot/)?MatMul", op)
         ]
         for tracebacks in (full, filtered)
     ]
@@ -264,8 +234,8 @@ def test_xla_steps_leave_library_frames_out_of_op_tracebacks(monkeypatch):
     assert not wrappers & set(filtered_output)
     assert filtered_output[-4:] == [
         ("transformer_block.py", "call"),
+        ("transformer_block.py", "attention"),
         ("attention.py", "call"),
-        ("projection.py", "project"),
         ("ops.py", "_create_op_internal"),
     ]
 
