@@ -25,6 +25,8 @@ Peers install with:  pip install keras-hub transformers torch==2.13.0
 Quick run:   python benchmarks/cpu_training.py --frameworks keras_vit-torch transformers --resolutions 224
 Full table:  python benchmarks/cpu_training.py --repeats 3 --sweep-resolutions 224 384 512
 Before/after in one run: --baseline DIR adds keras_vit from another checkout (e.g. `git worktree add DIR main`).
+Recomputation: --gradient-checkpointing builds keras_vit with `gradient_checkpointing=True` and calls
+transformers' `gradient_checkpointing_enable()` (keras-hub has no such switch and runs unchanged).
 """
 
 import argparse
@@ -52,7 +54,7 @@ PEER = "transformers"
 OPTIONAL_MODULES = ("tensorflow", "jax", "sklearn", "matplotlib")
 
 
-def _torch_step(res, x, y):
+def _torch_step(res, x, y, checkpointing):
     import torch
     import transformers
 
@@ -61,6 +63,8 @@ def _torch_step(res, x, y):
         **DEIT_SMALL, image_size=res, num_labels=NUM_LABELS, attn_implementation="sdpa"
     )
     model = transformers.ViTForImageClassification(config).train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     pixels, labels = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y)
 
@@ -87,7 +91,7 @@ def keras_hub_classifier(res):
     return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=NUM_LABELS, preprocessor=None, activation=None)
 
 
-def _keras_step(framework, res, x, y, jit_compile):
+def _keras_step(framework, res, x, y, jit_compile, checkpointing):
     import keras
 
     # Keras' unseeded initializers draw from Python's `random`. Not `keras.utils.set_random_seed`:
@@ -98,9 +102,10 @@ def _keras_step(framework, res, x, y, jit_compile):
     else:
         import keras_vit
 
-        model = keras_vit.ViTForImageClassification(
-            keras_vit.ViTConfig(**DEIT_SMALL, image_size=res, num_labels=NUM_LABELS)
-        )
+        config = keras_vit.ViTConfig(**DEIT_SMALL, image_size=res, num_labels=NUM_LABELS)
+        model = keras_vit.ViTForImageClassification(config)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
     jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
     # keras_vit trains with its built-in loss (what `compile` without a loss gives): softmax
     # cross-entropy on the class ids, the same function as keras-hub's.
@@ -109,7 +114,7 @@ def _keras_step(framework, res, x, y, jit_compile):
     return lambda: model.train_on_batch(x, y)
 
 
-def worker(framework, res, batch, steps, jit_compile):
+def worker(framework, res, batch, steps, jit_compile, checkpointing):
     """Runs in the subprocess: prints one JSON line with the median step time and peak RSS."""
     import numpy as np
 
@@ -120,9 +125,9 @@ def worker(framework, res, batch, steps, jit_compile):
         import torch
 
         torch.set_num_threads(os.cpu_count())
-        step = _torch_step(res, x, y)
+        step = _torch_step(res, x, y, checkpointing)
     else:
-        step = _keras_step(framework, res, x, y, jit_compile)
+        step = _keras_step(framework, res, x, y, jit_compile, checkpointing)
     step()  # builds / traces / compiles
     step()
     times = []
@@ -154,11 +159,11 @@ def run_worker(script, framework, label, backend, args, baseline=None):
     return json.loads(lines[-1])
 
 
-def run_one(framework, res, batch, steps, jit_compile, baseline=None):
+def run_one(framework, res, batch, steps, jit_compile, checkpointing, baseline=None):
     """Launches one worker subprocess; returns (seconds per step, peak RSS GiB) or None on failure."""
     name = framework.removesuffix("@baseline")
     backend = name.split("-", 1)[1] if name.startswith("keras_vit-") else "tensorflow"
-    out = run_worker(__file__, framework, f"{res} px", backend, (res, batch, steps, jit_compile), baseline)
+    out = run_worker(__file__, framework, f"{res} px", backend, (res, batch, steps, jit_compile, int(checkpointing)), baseline)
     if out is None:
         return None
     own = {"keras_vit-tensorflow": "tensorflow", "keras-hub": "tensorflow", "keras_vit-jax": "jax"}.get(name)
@@ -172,13 +177,13 @@ def load():
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def measure(frameworks, settings, repeats, steps, jit_compile, baseline):
+def measure(frameworks, settings, repeats, steps, jit_compile, checkpointing, baseline):
     """Returns {(framework, res, batch): (median s, median GiB)}, alternating frameworks in each repeat."""
     samples = {(f, r, b): [] for r, b in settings for f in frameworks}
     for repeat in range(repeats):
         for res, batch in settings:
             for framework in frameworks:
-                out = run_one(framework, res, batch, steps, jit_compile, baseline)
+                out = run_one(framework, res, batch, steps, jit_compile, checkpointing, baseline)
                 if out:
                     samples[framework, res, batch].append(out)
                     print(f"  repeat {repeat}: {framework} {res} px batch {batch}: {out[0]:.2f} s, "
@@ -230,6 +235,8 @@ def main():
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
                         help="Keras compile(jit_compile=...) for keras_vit and keras-hub")
     parser.add_argument("--baseline", type=Path, help="another keras_vit checkout, run as keras_vit-*@baseline")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="keras_vit gradient_checkpointing=True, transformers gradient_checkpointing_enable()")
     args = parser.parse_args()
 
     def with_baseline(names):
@@ -239,15 +246,20 @@ def main():
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; {load()}")
     print(f"versions: {versions()}; python {platform.python_version()}")
     print(f"DeiT-S/16 dims, {NUM_LABELS} classes, float32, AdamW; median over {args.repeats} processes of the "
-          f"median of {args.steps} steps; jit_compile={args.jit_compile}; cells: s/step, peak RSS "
+          f"median of {args.steps} steps; jit_compile={args.jit_compile}; "
+          f"gradient_checkpointing={args.gradient_checkpointing}; cells: s/step, peak RSS "
           f"(ratio to {PEER} time, memory)\n", flush=True)
     settings = [(res, BATCHES[res]) for res in args.resolutions]
     if settings:
-        results = measure(frameworks, settings, args.repeats, args.steps, args.jit_compile, args.baseline)
+        results = measure(
+            frameworks, settings, args.repeats, args.steps, args.jit_compile, args.gradient_checkpointing, args.baseline
+        )
         print_table(results, frameworks, settings)
     if args.sweep_resolutions:
         sweep = [(res, args.sweep_batch) for res in args.sweep_resolutions]
-        results = measure(sweep_frameworks, sweep, args.repeats, args.steps, args.jit_compile, args.baseline)
+        results = measure(
+            sweep_frameworks, sweep, args.repeats, args.steps, args.jit_compile, args.gradient_checkpointing, args.baseline
+        )
         print(f"\nresolution sweep, batch {args.sweep_batch} (tokens = (res/16)^2 + 1)\n")
         print_table(results, sweep_frameworks, sweep)
     print(f"\n{load()}")
@@ -255,6 +267,6 @@ def main():
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7] == "1")
     else:
         main()

@@ -183,6 +183,7 @@ def test_bad_inputs_are_named(inputs, message):
         (dict(data_format="NHWC"), "data_format='NHWC'"),
         (dict(output_attentions="yes"), "output_attentions='yes'"),
         (dict(interpolate_pos_encoding=1), "interpolate_pos_encoding=1"),
+        (dict(gradient_checkpointing="yes"), "gradient_checkpointing='yes'"),
     ],
 )
 def test_bad_constructor_flags(kwargs, message):
@@ -212,6 +213,43 @@ def test_keras_save_load_round_trip(cls, tmp_path):
     assert loaded.config == model.config and loaded.data_format == "channels_first"
     assert_outputs_equal(loaded(x), model(x), atol=1e-6)
     assert cls.from_config(model.get_config()).count_params() == model.count_params()
+
+
+def _checkpointing_flags(model):
+    """The model's `gradient_checkpointing`, its backbone's, and each transformer block's."""
+    blocks = [layer for layer in model._flatten_layers() if isinstance(layer, keras_vit.layers.TransformerBlock)]
+    backbone = getattr(model, "backbone", model)
+    return [model.gradient_checkpointing, backbone.gradient_checkpointing] + [b.gradient_checkpointing for b in blocks]
+
+
+@pytest.mark.parametrize("cls", [keras_vit.ViTModel, keras_vit.DeiTForImageClassificationWithTeacher], ids=lambda c: c.__name__)
+def test_gradient_checkpointing_survives_keras_round_trip(cls, tmp_path):
+    model = build(cls, gradient_checkpointing=True)
+    assert model.get_config()["gradient_checkpointing"] is True
+    assert _checkpointing_flags(model) == [True] * (2 + tiny_config(cls).num_hidden_layers)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert _checkpointing_flags(loaded) == _checkpointing_flags(model)
+    assert_outputs_equal(loaded(IMAGES), model(IMAGES), atol=1e-6)
+    assert not any(_checkpointing_flags(build(cls)))  # off by default
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_gradient_checkpointing_enable_trains_as_without(jit_compile):
+    # Hugging Face's convenience method: the flag on the model, its backbone and every block,
+    # saved in the config; the steps compute the same gradients.
+    plain, checkpointed = build(keras_vit.ViTForImageClassification), build(keras_vit.ViTForImageClassification)
+    checkpointed.set_weights(plain.get_weights())
+    checkpointed.gradient_checkpointing_enable()
+    assert all(_checkpointing_flags(checkpointed)) and checkpointed.get_config()["gradient_checkpointing"] is True
+    x, y = RNG.uniform(-1, 1, (4, 32, 32, 3)).astype("float32"), np.arange(4) % 3
+    initial = plain.get_weights()
+    for model in (plain, checkpointed):
+        model.compile(keras.optimizers.SGD(0.5), jit_compile=jit_compile)
+        model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    for a, b, variable in zip(checkpointed.get_weights(), plain.get_weights(), plain.weights):
+        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=variable.path)
+    assert max(np.abs(a - b).max() for a, b in zip(plain.get_weights(), initial)) > 1e-3  # the steps did train
 
 
 @pytest.mark.parametrize(
