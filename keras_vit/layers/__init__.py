@@ -1,4 +1,8 @@
-"""Keras 3 layers of ViT and DeiT, written with `keras.ops` only."""
+"""Keras 3 layers of ViT and DeiT: every `call` is written with `keras.ops` and Keras layers.
+
+No backend framework is imported here, but TensorFlow where TensorFlow alone is concerned:
+`custom_gradient` (freeing traced graphs) and `preprocessing`'s `tf.data` path.
+"""
 
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.drop_path import DropPath

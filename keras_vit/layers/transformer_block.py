@@ -28,6 +28,7 @@ class TransformerBlock(keras.layers.Layer):
     outside, so their masks are drawn once; the attention branch is not recomputed in calls
     that return probabilities (they are outputs, kept anyway) or whose attention dropout is
     active. Values and gradients are those without it.
+
     Args:
         hidden_size: int, token width.
         num_attention_heads: int, heads; must divide `hidden_size`.
