@@ -18,26 +18,10 @@ from keras import ops
 from keras_vit import checkpoints
 from keras_vit.config import ViTConfig
 from keras_vit.layers.custom_gradient import graphs_own_custom_gradients, traces_tensorflow_graph
-from keras_vit.layers.preprocessing import ImagePreprocessing
+from keras_vit.models import serialization
 from keras_vit.models.encoder import DATA_FORMATS
+from keras_vit.models.inputs import standardize_inputs
 from keras_vit.models.op_tracebacks import library_frames_left_out
-
-_DTYPES = {
-    "pixel_values": (("float", "bfloat"), "float (normalised images; use the image processor on uint8 pixels)"),
-    "bool_masked_pos": (("bool", "int", "uint"), "bool or int (1 = masked patch)"),
-    "head_mask": (("float", "bfloat", "int"), "float or int (1 = keep the head)"),
-}
-# Call-time Hugging Face flags that are construction arguments here: they shape the graph.
-_GRAPH_FLAGS = ("output_attentions", "output_hidden_states", "interpolate_pos_encoding")
-# Keywords Keras itself passes to `__call__` / `call`.
-_KERAS_CALL_ARGS = ("training", "mask")
-
-
-def _dtype_name(tensor):
-    try:
-        return keras.backend.standardize_dtype(tensor.dtype)
-    except ValueError:  # e.g. strings, which Keras has no name for
-        return str(tensor.dtype)
 
 
 def _check_rank(rank, name):
@@ -178,10 +162,6 @@ class VisionTransformer(keras.Model):
     def input_names(self):
         return [tensor.name for tensor in self.inputs]
 
-    def _embeddings(self):
-        """The `PatchEmbedding` layer (inside `self.backbone` for task models)."""
-        return getattr(self, "backbone", self).get_layer("embeddings")
-
     def standardize_inputs(self, inputs, **call_kwargs):
         """Turns a tensor, a list or a dict (plus `head_mask=` / `bool_masked_pos=` keywords) into this
         model's inputs, checked.
@@ -197,114 +177,7 @@ class VisionTransformer(keras.Model):
             ValueError: unknown dict keys, too many list entries, missing pixel_values, a dtype,
                 rank, channel count, image size or batch size the model cannot take.
         """
-        names = self.input_names
-        if isinstance(inputs, dict):
-            unknown = sorted(set(inputs) - set(names))
-            if unknown:
-                raise ValueError(f"Expected input names among {names}. Received unknown keys: {unknown}")
-            given = dict(inputs)
-        elif isinstance(inputs, (list, tuple)):
-            if not 1 <= len(inputs) <= len(names):
-                raise ValueError(f"Expected a list of 1 to {len(names)} inputs in the order {names}. Received {len(inputs)}.")
-            given = dict(zip(names, inputs))
-        else:
-            given = {"pixel_values": inputs}
-        keras_kwargs = {k: call_kwargs.pop(k) for k in _KERAS_CALL_ARGS if k in call_kwargs}
-        self._take_call_keywords(given, call_kwargs)
-        if given.get("pixel_values") is None:
-            raise ValueError("Expected pixel_values in the inputs. Received None.")
-        for name, value in given.items():
-            kinds, expected = _DTYPES[name]
-            if value is not None and not _dtype_name(value).startswith(kinds):
-                raise ValueError(f"Expected {name} of dtype {expected}. Received: dtype={_dtype_name(value)}")
-        self._check_shapes(given)
-        if given.get("head_mask") is not None:
-            given["head_mask"] = self._batched_head_mask(given["head_mask"], given["pixel_values"])
-        values = [given.get(name) for name in names]
-        present = [v for v in values if v is not None]
-        if not any(keras.backend.is_keras_tensor(v) for v in present):
-            # Keras refuses a call that mixes arrays and tensors.
-            values = [None if v is None else ops.convert_to_tensor(v) for v in values]
-        return (values[0] if len(values) == 1 else values), keras_kwargs
-
-    def _take_call_keywords(self, given, call_kwargs):
-        """Moves `head_mask=` / `bool_masked_pos=` into `given`; accepts graph flags equal to the built ones."""
-        cls = type(self).__name__
-        for name, flag in (("head_mask", "use_head_mask"), ("bool_masked_pos", "use_mask_token")):
-            if name not in call_kwargs:
-                continue
-            value = call_kwargs.pop(name)
-            if value is None:
-                continue
-            if name not in self.input_names:
-                raise TypeError(f"{cls} was built without a {name} input; build it with {flag}=True to pass {name}.")
-            if given.get(name) is not None:
-                raise TypeError(f"{name} was given twice: in the inputs and as a keyword argument.")
-            given[name] = value
-        for flag in _GRAPH_FLAGS:
-            if flag in call_kwargs:
-                value = call_kwargs.pop(flag)
-                if value is not None and value != getattr(self, flag):
-                    raise TypeError(
-                        f"{flag}={value!r} at call time: {flag} shapes the graph here, so it is a construction "
-                        f"argument. Build the model with {cls}(config, {flag}={value!r}) (weights transfer with "
-                        f"set_weights, or from_pretrained(..., {flag}={value!r}))."
-                    )
-        if call_kwargs:
-            raise TypeError(
-                f"{cls} got unexpected call keyword argument(s) {sorted(call_kwargs)}. Expected inputs "
-                f"{self.input_names} (as a tensor, list or dict), training, or the Hugging Face flags {list(_GRAPH_FLAGS)}."
-            )
-
-    def _check_shapes(self, given):
-        pixel_values = given["pixel_values"]
-        shape = tuple(pixel_values.shape)
-        channels_last = self.data_format == "channels_last"
-        layout = "(batch, height, width, channels)" if channels_last else "(batch, channels, height, width)"
-        if len(shape) != 4:
-            raise ValueError(f"Expected pixel_values of rank 4, {layout}. Received: shape={shape}")
-        if shape[0] == 0:
-            raise ValueError(f"Expected a batch of at least one image. Received: pixel_values of shape={shape}")
-        channels = shape[3] if channels_last else shape[1]
-        if channels is not None and channels != self.config.num_channels:
-            raise ValueError(
-                f"Expected pixel_values with {self.config.num_channels} channels, {layout} "
-                f"(data_format={self.data_format!r}). Received: shape={shape}"
-            )
-        height, width = shape[1:3] if channels_last else shape[2:4]
-        self._embeddings().check_image_size(height, width, self.interpolate_pos_encoding)
-        mask = given.get("bool_masked_pos")
-        if mask is not None:
-            mask_shape = tuple(mask.shape)
-            if len(mask_shape) != 2:
-                raise ValueError(f"Expected bool_masked_pos of shape (batch, num_patches). Received: shape={mask_shape}")
-            if None not in (mask_shape[0], shape[0]) and mask_shape[0] != shape[0]:
-                raise ValueError(
-                    "Expected bool_masked_pos with the batch size of pixel_values. Received: "
-                    f"bool_masked_pos shape={mask_shape}, pixel_values shape={shape}"
-                )
-            if None not in (height, width, mask_shape[1]):
-                patch_h, patch_w = self.config.patch_hw
-                num_patches = (height // patch_h) * (width // patch_w)
-                if mask_shape[1] != num_patches:
-                    raise ValueError(
-                        f"Expected bool_masked_pos of shape (batch, {num_patches}), one entry per patch. "
-                        f"Received: shape={mask_shape}"
-                    )
-
-    def _batched_head_mask(self, head_mask, pixel_values):
-        """(heads,), (layers, heads) or (batch, layers, heads) -> float32 (batch, layers, heads)."""
-        layers, heads = self.config.num_hidden_layers, self.config.num_attention_heads
-        shape = tuple(head_mask.shape)
-        if shape not in ((heads,), (layers, heads)) and not (len(shape) == 3 and shape[1:] == (layers, heads)):
-            raise ValueError(
-                f"Expected head_mask of shape ({heads},), ({layers}, {heads}) or (batch, {layers}, {heads}) "
-                f"(num_hidden_layers, num_attention_heads). Received: shape={shape}"
-            )
-        if len(shape) == 3:
-            return head_mask
-        batch = ops.shape(pixel_values)[0]
-        return ops.broadcast_to(ops.cast(head_mask, "float32"), (batch, layers, heads))
+        return standardize_inputs(self, inputs, call_kwargs)
 
     def __call__(self, inputs, *args, **kwargs):
         inputs, keras_kwargs = self.standardize_inputs(inputs, **kwargs)
@@ -530,13 +403,7 @@ class VisionTransformer(keras.Model):
                 (with `include_preprocessing`) no preprocessor_config.json.
             ValueError: missing, unexpected or mis-shaped tensors, listed.
         """
-        model = checkpoints.from_pretrained(cls, path_or_repo_id, **kwargs)
-        if not include_preprocessing:
-            return model
-        hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
-        layer = ImagePreprocessing.from_pretrained(path_or_repo_id, data_format=model.data_format, **hub_kwargs)
-        images = keras.Input((None, None, model.config.num_channels), name="images")
-        return keras.Model(images, model(layer(images)), name=f"{model.name}_with_preprocessing")
+        return serialization.from_pretrained(cls, path_or_repo_id, include_preprocessing, **kwargs)
 
     def save_pretrained(self, directory):
         """Writes `config.json` + `model.safetensors` that transformers' same-named class loads."""
@@ -544,42 +411,8 @@ class VisionTransformer(keras.Model):
 
     # === Serialization ===
     def get_config(self):
-        config = {"config": self.config.to_dict()}
-        for name in self.construction_arguments():
-            if name == "dtype":
-                config[name] = keras.dtype_policies.serialize(self.layer_dtype_policies())
-            else:
-                config[name] = getattr(self, name)
-        return config
-
-    def layer_dtype_policies(self):
-        """The model's dtype policy, as a `DTypePolicyMap` by layer path once layers are quantized.
-
-        After `quantize("int8")` the quantized Dense layers (also those inside our layers) have
-        their own policies; the map records them so that `from_config` rebuilds those layers
-        with quantized weights (the keras-hub backbone pattern).
-        """
-        if isinstance(self.dtype_policy, keras.dtype_policies.DTypePolicyMap):
-            return self.dtype_policy
-        quantized = {
-            layer.path: layer.dtype_policy for layer in self._flatten_layers() if layer.quantization_mode is not None
-        }
-        if not quantized:
-            return self.dtype_policy
-        return keras.dtype_policies.DTypePolicyMap(default_policy=self.dtype_policy, policy_map=quantized)
+        return serialization.model_config(self)
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        policy_map = config.get("dtype")
-        if not isinstance(policy_map, keras.dtype_policies.DTypePolicyMap):
-            return cls(**config)
-        # Build in the default policy, then quantize the recorded layers (Keras' own
-        # `quantize`, so every layer keeps one concrete policy); loading sets their weights.
-        model = cls(**{**config, "dtype": policy_map.default_policy})
-        modes = {path: policy.quantization_mode for path, policy in policy_map.items()}
-        for mode in sorted({m for m in modes.values() if m is not None}):
-            model.quantize(mode, filters=lambda layer, mode=mode: modes.get(layer.path) == mode)
-        return model
+        return serialization.model_from_config(cls, config)
