@@ -5,6 +5,7 @@ graph, or raises an error that names the value and what was expected.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 _DTYPES = {
@@ -165,3 +166,25 @@ def _batched_head_mask(model, head_mask, pixel_values):
         return head_mask
     batch = ops.shape(pixel_values)[0]
     return ops.broadcast_to(ops.cast(head_mask, "float32"), (batch, layers, heads))
+
+
+def in_memory_batch_length(model, x):
+    """The batch length of `x` when it is NumPy arrays or tensors (alone, in a list or a dict), else None.
+
+    Raises:
+        ValueError: arrays without a batch axis or with different batch lengths, naming each
+            input's length (Keras' array adapter fails on them with an IndexError or
+            AttributeError).
+    """
+    if isinstance(x, (list, tuple)) and len(x) == len(model.input_names):
+        x = dict(zip(model.input_names, x))
+    named = x if isinstance(x, dict) and x else {"pixel_values": x}
+    if not all(isinstance(v, np.ndarray) or ops.is_tensor(v) for v in named.values()):
+        return None
+    lengths = {name: int(v.shape[0]) if len(v.shape) else None for name, v in named.items()}
+    if None in lengths.values() or len(set(lengths.values())) != 1:
+        raise ValueError(
+            "Expected inputs with a batch axis of one length, e.g. pixel_values of shape (batch, height, width, "
+            f"channels). Received batch lengths {lengths} (None: a scalar without a batch axis)"
+        )
+    return next(iter(lengths.values()))
