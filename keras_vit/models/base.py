@@ -17,9 +17,9 @@ from keras import ops
 
 from keras_vit import checkpoints
 from keras_vit.config import ViTConfig
+from keras_vit.data_format import DATA_FORMATS
 from keras_vit.layers.custom_gradient import graphs_own_custom_gradients, traces_tensorflow_graph
 from keras_vit.layers.preprocessing import ImagePreprocessing
-from keras_vit.models.encoder import DATA_FORMATS
 from keras_vit.models.op_tracebacks import library_frames_left_out
 
 _DTYPES = {
