@@ -17,7 +17,7 @@ from keras import ops
 from keras_vit import checkpoints
 from keras_vit.config import ViTConfig
 from keras_vit.models import serialization
-from keras_vit.models.encoder import DATA_FORMATS
+from keras_vit.data_format import DATA_FORMATS
 from keras_vit.models.inputs import in_memory_batch_length, standardize_inputs
 
 
