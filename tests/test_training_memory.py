@@ -31,15 +31,21 @@ def test_torch_block_keeps_what_transformers_vit_layer_keeps():
     assert out["keras_vit_checkpointing"]["bytes"] == 2 * out["hidden_bytes"], out
 
 
-def test_deleted_models_free_their_tensorflow_graphs():
+def test_checkpointed_blocks_free_their_tensorflow_graphs():
     # tf.custom_gradient registers every traced call's gradient globally for good, pinning the
-    # graph and the variables it captures (custom_gradient.graphs_own_custom_gradients); Keras'
-    # TensorFlow train step registers one, keras.remat (gradient_checkpointing) one per block
-    # branch. Run in fresh processes: they count every graph alive there.
+    # graph and the variables it captures; keras.remat (gradient_checkpointing) is one per
+    # block branch, also in predict functions (custom_gradient.graphs_own_custom_gradients).
+    # Run in fresh processes: they count every graph alive there.
     out = json.loads(run_check("graph_release_check.py", "tensorflow", timeout=300).strip().splitlines()[-1])
     assert out == {"graphs_alive": 0, "graph_names": [], "gradients_added": []}
     unprotected = json.loads(run_check("graph_release_check.py", "tensorflow", "unprotected").strip().splitlines()[-1])
     assert unprotected["graphs_alive"] > 0 and unprotected["gradients_added"], unprotected
+
+
+def test_deleted_trained_models_free_their_tensorflow_graphs():
+    # Keras' TensorFlow train step registers a custom gradient of its own in every traced step.
+    out = json.loads(run_check("graph_release_check.py", "tensorflow", "train", timeout=300).strip().splitlines()[-1])
+    assert out == {"graphs_alive": 0, "graph_names": [], "gradients_added": []}
 
 
 @keras.ops.custom_gradient
