@@ -28,9 +28,6 @@ def main(path):
             model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             loss = model.fit(images, np.array([0, 1]), epochs=1, verbose=0).history["loss"][0]
             assert np.isfinite(loss), (cls.__name__, loss)
-            if keras.backend.backend() == "torch":  # each step frees its gradients after the update
-                kept = [v.path for v in model.trainable_variables if v.value.grad is not None]
-                assert not kept, (cls.__name__, kept)
     print(f"max_abs_diff={worst:.3e}")
 
 

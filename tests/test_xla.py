@@ -56,7 +56,7 @@ def test_block_gradients_under_xla_equal_eager_gradients(variant, checkpointing,
     eager_value, eager_grads = value_and_gradients(tokens)
     assert not xla_traces
     xla_value, xla_grads = tf.function(value_and_gradients, jit_compile=True)(tokens)
-    assert xla_traces == ["attention"]
+    assert set(xla_traces) == {"attention"}  # twice with checkpointing: the backward pass retraces the branch
     np.testing.assert_allclose(xla_value.numpy(), eager_value.numpy(), atol=1e-5)
     weights = {"qkv_bias": 12, "no_qkv_bias": 11, "lora": 8}[variant]  # LoRA: the 4 projections' factors
     assert len(xla_grads) == 1 + len(block.trainable_variables) == 1 + weights
