@@ -9,9 +9,9 @@ distillation above soft above none with a convnet teacher (Touvron et al. 2021, 
 DeiT-B on ImageNet, RegNetY-16GF teacher, top-1 at 224 px).
 
 Writes the per-seed numbers, the summary and the flags to `benchmarks/distillation_seeds.json`
-(`--write`), which the main job reads to print its own run next to this reference. With
-`--add`, the seeds run are added to that file's (same flags required), so seeds can run in
-separate processes or on separate days.
+(`--write`), which the main job reads to print its own run next to this reference. Seeds
+can run in separate processes (each `--write` its own file) and be merged with
+`--merge A.json B.json` (same flags required; no training).
 
 Run:  KERAS_BACKEND=tensorflow python benchmarks/distillation.py --seeds 0 1 2 3 4 [main-job flags]
 """
@@ -103,32 +103,54 @@ def format_table(summary, names):
     return "\n".join(lines)
 
 
+def merge(records):
+    """The runs of several records made with the same flags, one per seed (a later record's seed wins).
+
+    Raises:
+        ValueError: records made with different flags.
+    """
+    for record in records[1:]:
+        if record["budget"] != records[0]["budget"]:
+            raise ValueError(f"Expected records made with the same flags. Received: {records[0]['budget']} and {record['budget']}")
+    return sorted({run["seed"]: run for record in records for run in record["runs"]}.values(), key=lambda run: run["seed"])
+
+
+def write_record(path, budget, runs, machine, names):
+    """Prints the table of `runs` (if 2 seeds or more) and writes the record the main job reads to `path`."""
+    from keras_vit.atomic import write_text_atomically
+
+    seeds = [run["seed"] for run in runs]
+    summary = summarize(runs) if len(runs) >= 2 else None
+    if summary:
+        print(f"\nSeeds {seeds}:\n" + format_table(summary, names))
+        order = sorted(("deit_none", "deit_soft", "deit_hard"), key=lambda key: summary[key]["mean"], reverse=True)
+        print(
+            f"\nOrdering of the means: {' > '.join(names[k].split(', ')[1] for k in order)}; "
+            f"the paper's: hard distillation > soft distillation >= no distillation."
+        )
+    record = {"date": datetime.date.today().isoformat(), "machine": machine, "budget": budget}
+    record.update(seeds=seeds, runs=runs, summary=summary)
+    write_text_atomically(path, json.dumps(record, indent=1) + "\n")
+    print(f"Wrote {path}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--write", type=Path, default=REFERENCE, help="the JSON the main job reads")
     parser.add_argument(
-        "--add", action="store_true", help="add these seeds to --write's runs (made with the same flags) and resummarize"
+        "--merge", type=Path, nargs="+", metavar="JSON", help="train nothing: merge these records' seeds into --write"
     )
     args, job_argv = parser.parse_known_args(argv)
     job = load_main_job()
+    if args.merge:
+        records = [json.loads(path.read_text()) for path in args.merge]
+        machines = "; ".join(sorted({record["machine"] for record in records}))
+        return write_record(args.write, records[0]["budget"], merge(records), machines, job.RESULT_NAMES)
     job_args = [job.parse_args([*job_argv, "--seed", str(seed)]) for seed in args.seeds]  # flags checked up front
-    budget = job.budget(job_args[0])
-    earlier = []
-    if args.add:
-        if not args.write.is_file():
-            parser.error(f"Expected an existing reference to add to. Received: --write {args.write} (no such file)")
-        record = json.loads(args.write.read_text())
-        if record["budget"] != budget:
-            parser.error(f"Expected the flags of {args.write}: {record['budget']}. Received: {budget}")
-        earlier = [run for run in record["runs"] if run["seed"] not in args.seeds]
-    if len(earlier) + len(args.seeds) < 2:
-        parser.error(f"Expected at least 2 seeds for a standard deviation. Received: --seeds {args.seeds}")
 
     import keras
     import tensorflow as tf
-
-    from keras_vit.atomic import write_text_atomically
 
     runs, start = [], time.time()
     for seed_args in job_args:
@@ -136,30 +158,15 @@ def main(argv=None):
         data, *_, results = job.run(seed_args)
         runs.append({"seed": seed_args.seed, **results})
         print(f"seed {seed_args.seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()), flush=True)
-    wall = time.time() - start
-
     machine = (
         f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; "
         f"Python {platform.python_version()}, keras {keras.__version__}, tensorflow {tf.__version__}, "
         f"backend {keras.backend.backend()}"
     )
-    runs = sorted(earlier + runs, key=lambda run: run["seed"])
-    seeds = [run["seed"] for run in runs]
+    budget = job.budget(job_args[0])
     print(f"\nMachine: {machine}")
-    print(f"Budget per seed (the main job's flags): {budget}; {data.name}; {wall / 60:.1f} min for seeds {args.seeds}.")
-    summary = summarize(runs)
-    print(f"\nSeeds {seeds}:\n" + format_table(summary, job.RESULT_NAMES))
-    means = {key: summary[key]["mean"] for key in PAPER}
-    order = sorted(("deit_none", "deit_soft", "deit_hard"), key=means.get, reverse=True)
-    print(
-        f"\nOrdering of the means: {' > '.join(job.RESULT_NAMES[k].split(', ')[1] for k in order)}; "
-        f"the paper's: hard distillation > soft distillation >= no distillation."
-    )
-    record = {"date": datetime.date.today().isoformat(), "machine": machine, "budget": budget}
-    record.update(seeds=seeds, runs=runs, summary=summary)
-    write_text_atomically(args.write, json.dumps(record, indent=1) + "\n")
-    print(f"Wrote {args.write}")
-    return summary
+    print(f"Budget per seed (the main job's flags): {budget}; {data.name}; {(time.time() - start) / 60:.1f} min.")
+    write_record(args.write, budget, runs, machine, job.RESULT_NAMES)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ attention from a convnet teacher, most with hard distillation. The job:
    images, with a colour bar) and the training curves (validation accuracy per student, the
    class-head loss all students share; matplotlib PNGs), and prints where each file went.
 
-Run:  python examples/train_fashion_mnist.py [--epochs 12] [--train-size 5000] [--output runs/fashion_mnist]
+Run:  python examples/train_fashion_mnist.py [--epochs 30] [--train-size 5000] [--output runs/fashion_mnist]
 Quick check:  python examples/train_fashion_mnist.py --subset 512 --epochs 1 --teacher-epochs 1
 """
 
@@ -167,18 +167,19 @@ def make_augmentation(seed):
     )
 
 
-def training_batches(images, labels, batch_size, seed):
-    """A shuffled, augmented `tf.data.Dataset` of (pixel_values, labels) batches, reshuffled every epoch.
+def training_batches(images, labels, batch_size, seed, augment=True):
+    """A shuffled `tf.data.Dataset` of (pixel_values, labels) batches, reshuffled every epoch, augmented if `augment`.
 
     No MixUp/CutMix: at this budget the students underfit (training accuracy below
     validation accuracy), and mixing lowered every student by about 2 points (seeds 0-1).
     `keras.layers.MixUp` / `CutMix` on {"images", "labels"} with one-hot labels would go here;
     `DistillationTrainer` takes the soft labels.
     """
-    augmentation = make_augmentation(seed)
     dataset = tf.data.Dataset.from_tensor_slices((to_pixel_values(images), labels))
     dataset = dataset.shuffle(len(images), seed=seed).batch(batch_size)
-    dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        augmentation = make_augmentation(seed)
+        dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -187,6 +188,9 @@ def make_teacher(image_size, num_labels):
     """A small convnet (two conv-BatchNorm-ReLU-max-pool stages, a linear classifier), the DeiT teacher.
 
     The paper's teacher is a RegNetY; what matters is a convnet clearly better than the student.
+    The job trains it a few epochs on all its training images without augmentation: with 58,000
+    images it does not overfit in that time, and shifted or erased images slowed it down
+    (`benchmarks/README.md`, the main job's recipe table).
     """
     layers = [keras.Input((image_size, image_size, 1))]
     for filters in (32, 64):
@@ -229,7 +233,8 @@ def fit(model, train, val, epochs, learning_rate, loss=None):
         warmup_steps=warmup,
     )
     model.compile(keras.optimizers.AdamW(schedule, weight_decay=0.05), loss=loss, metrics=["accuracy"])
-    return model.fit(train, epochs=epochs, validation_data=val, verbose=1 if sys.stdout.isatty() else 2)
+    verbose = 1 if sys.stdout.isatty() else 2
+    return model.fit(train, epochs=epochs, validation_data=val, validation_batch_size=500, verbose=verbose)
 
 
 def train_students(data, teacher, args):
@@ -352,7 +357,7 @@ def plot_training_curves(histories, path):
             continue
         epochs = np.arange(1, len(history.history["loss"]) + 1)
         (line,) = left.plot(epochs, history.history["val_accuracy"], marker="o", markersize=3, label=name)
-        right.plot(epochs, history.history["cls_loss"], color=line.get_color(), label=name)
+        right.plot(epochs, history.history["cls_loss"], color=line.get_color(), marker="o", markersize=3, label=name)
         right.plot(epochs, history.history["val_cls_loss"], color=line.get_color(), linestyle="--")
     left.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy (held-out training images)")
     right.set(xlabel="epoch", ylabel="cross-entropy", title="Class-head cross-entropy with the labels\n(solid: training, dashed: validation)")
@@ -374,7 +379,7 @@ def _save_figure(figure, path):
 # === The job ===
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12, help="epochs for each student")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs for each student")
     parser.add_argument("--teacher-epochs", type=int, default=3, help="epochs for the teacher (all training images)")
     parser.add_argument("--train-size", type=int, default=5000, help="training images (data-limited students)")
     parser.add_argument("--subset", type=int, help="quick run: at most this many training and test images")
@@ -420,7 +425,7 @@ def run(args):
     histories = {
         "CNN teacher": fit(
             teacher,
-            training_batches(data.x_teacher, data.y_teacher, args.batch_size, args.seed),
+            training_batches(data.x_teacher, data.y_teacher, args.batch_size, args.seed, augment=False),
             (to_pixel_values(data.x_val), data.y_val),
             args.teacher_epochs,
             args.learning_rate,
@@ -449,13 +454,16 @@ def print_reference(results, args, path=REFERENCE):
     """Prints this run's held-out accuracies next to `benchmarks/distillation.py`'s mean ± std over seeds.
 
     The reference is the JSON that benchmark writes; a reference made with other flags is
-    shown with those flags, a missing one is named.
+    shown with those flags, a missing or single-seed one is named.
     """
     if not Path(path).is_file():
         print(f"\nNo reference over seeds yet ({path}): run benchmarks/distillation.py to write it.")
         return
     reference = json.loads(Path(path).read_text())
     summary, seeds = reference["summary"], reference["seeds"]
+    if summary is None:
+        print(f"\nThe reference ({path}) has one seed, {seeds}: merge more with benchmarks/distillation.py --merge.")
+        return
     print(
         f"\n=== This run (seed {args.seed}) next to benchmarks/distillation.py over seeds {seeds} "
         f"({reference['date']}; {reference['machine']}) ==="

@@ -180,22 +180,29 @@ def test_seeds_benchmark_table_and_the_main_job_prints_its_run_next_to_it(tmp_pa
     assert "The reference ran other flags" in capsys.readouterr().out
     job.print_reference(results, args, tmp_path / "missing.json")
     assert "No reference over seeds yet" in capsys.readouterr().out
+    (tmp_path / "one_seed.json").write_text(json.dumps({**reference, "seeds": [7], "summary": None}))
+    job.print_reference(results, args, tmp_path / "one_seed.json")
+    assert "has one seed, [7]: merge more" in capsys.readouterr().out
 
 
-def test_seeds_benchmark_adds_seeds_only_to_a_reference_made_with_the_same_flags(tmp_path, capsys):
-    benchmark = _load(SEEDS_BENCHMARK)
-    reference = tmp_path / "reference.json"
-    with pytest.raises(SystemExit):
-        benchmark.main(["--seeds", "5", "--add", "--write", str(reference)])
-    assert f"Expected an existing reference to add to. Received: --write {reference}" in capsys.readouterr().err
-    budget = _main_job_module().budget(_main_job_module().parse_args([]))
-    reference.write_text(json.dumps({"budget": budget, "runs": [{"seed": 0, **FAKE_SEEDS[0]}]}))
-    with pytest.raises(SystemExit):
-        benchmark.main(["--seeds", "5", "--add", "--write", str(reference), "--epochs", "1"])
-    assert "Expected the flags of" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # one stored seed, re-run: still one seed
-        benchmark.main(["--seeds", "0", "--add", "--write", str(reference)])
-    assert "Expected at least 2 seeds for a standard deviation. Received: --seeds [0]" in capsys.readouterr().err
+def test_seeds_benchmark_merges_records_of_the_same_flags(tmp_path, capsys):
+    benchmark, job = _load(SEEDS_BENCHMARK), _main_job_module()
+    budget = job.budget(job.parse_args([]))
+    paths = [tmp_path / "seeds_0_1.json", tmp_path / "seed_2.json", tmp_path / "other_flags.json"]
+    records = [
+        {"machine": "a", "budget": budget, "runs": [{"seed": 0, **FAKE_SEEDS[0]}, {"seed": 1, **FAKE_SEEDS[1]}]},
+        {"machine": "b", "budget": budget, "runs": [{"seed": 2, **FAKE_SEEDS[2]}]},
+        {"machine": "a", "budget": {**budget, "epochs": 1}, "runs": [{"seed": 3, **FAKE_SEEDS[2]}]},
+    ]
+    for path, record in zip(paths, records):
+        path.write_text(json.dumps(record))
+    benchmark.main(["--merge", str(paths[0]), str(paths[1]), "--write", str(tmp_path / "merged.json")])
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert merged["seeds"] == [0, 1, 2] and merged["machine"] == "a; b" and merged["budget"] == budget
+    assert merged["summary"] == json.loads(json.dumps(benchmark.summarize(FAKE_SEEDS)))
+    assert "hard above none in 2/3 seeds" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="Expected records made with the same flags"):
+        benchmark.main(["--merge", str(paths[0]), str(paths[2]), "--write", str(tmp_path / "merged.json")])
 
 
 @pytest.mark.slow
@@ -218,6 +225,8 @@ def test_main_job_distils_saves_reloads_and_serves(tmp_path):
         assert (tmp_path / name).is_file(), name
     for printed in ("deit_hard.keras", "serving/deit/1", "png"):  # the job says where each file went
         assert f": {tmp_path / printed}\n" in result.stdout, printed
+    reference = ROOT / "benchmarks" / "distillation_seeds.json"  # tiny flags: never the reference's
+    assert ("The reference ran other flags" if reference.is_file() else "No reference over seeds yet") in result.stdout
     for figure in ("attention_rollout.png", "training_curves.png"):
         assert f": {tmp_path / figure}\n" in result.stdout
         with Image.open(tmp_path / figure) as image:
