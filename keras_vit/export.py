@@ -61,7 +61,7 @@ import tensorflow as tf
 
 from keras_vit.atomic import make_dirs
 from keras_vit.config import to_json_string
-from keras_vit.image_decoding import decode_image
+from keras_vit.image_decoding import decode_image, is_complete_image
 from keras_vit.layers.preprocessing import ImagePreprocessing
 from keras_vit.models.base import VisionTransformer
 from keras_vit.preprocessor_config import MAX_IMAGE_PIXELS, MAX_RESIZED_PIXELS
@@ -384,8 +384,15 @@ def _preprocess_images(images, layer, channels, max_image_pixels):
     """
     output_shape = layer.compute_output_shape((1, None, None, channels))[1:]
 
-    def preprocess(encoded):
-        image = tf.cast(decode_image(encoded, max_image_pixels), tf.float32)
+    def preprocess(index_and_image):
+        index, encoded = index_and_image
+        message = tf.strings.format(
+            "Expected image {} of the batch (counting from 0) to be a complete JPEG, PNG, GIF, BMP or WebP image "
+            "of 8 bits per channel.",
+            index,
+        )
+        with tf.control_dependencies([tf.debugging.Assert(is_complete_image(encoded), [message])]):
+            image = tf.cast(decode_image(encoded, max_image_pixels), tf.float32)
         if channels == 1:
             image = tf.round(tf.image.rgb_to_grayscale(image))
         height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -400,7 +407,8 @@ def _preprocess_images(images, layer, channels, max_image_pixels):
             image = tf.identity(image)
         return layer(image[None])[0]
 
-    return tf.map_fn(preprocess, images, fn_output_signature=tf.TensorSpec(output_shape, tf.float32))
+    indices = tf.range(tf.shape(images, out_type=tf.int64)[0])
+    return tf.map_fn(preprocess, (indices, images), fn_output_signature=tf.TensorSpec(output_shape, tf.float32))
 
 
 def _sample_images(sample_images, config, output_hw):

@@ -24,6 +24,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 import keras_vit
 from keras_vit import export
 from keras_vit.export import export_saved_model
+from keras_vit.processors import load_image
 from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,6 +232,27 @@ def test_undecodable_bytes_are_an_invalid_argument_error(exported):
         session.run("serving_default", images=[_encode(_random_image(0)), b"not an image"])
     # The session survives the bad request.
     assert session.run("serving_default", images=[_encode(_random_image(0))])["logits"].shape == (1, 3)
+
+
+def _cut_short_images():
+    """Images the PIL processor refuses, by name: each format cut short, text, a 16-bit grayscale PNG."""
+    images = {fmt: _encode(_random_image(3), fmt) for fmt in ("PNG", "JPEG", "BMP", "WEBP")}
+    cut = {f"{fmt} cut short": data[: len(data) * 2 // 3] for fmt, data in images.items()}
+    gray_16_bit = tf.io.encode_png(np.random.default_rng(0).integers(0, 65536, (32, 32, 1), dtype=np.uint16)).numpy()
+    return {**cut, "text": b"not an image", "16-bit grayscale PNG": gray_16_bit}
+
+
+@pytest.mark.parametrize("name", list(_cut_short_images()))
+def test_an_undecodable_image_fails_the_batch_naming_its_index(exported, tmp_path, name):
+    _, _, session = exported
+    bad = _cut_short_images()[name]
+    (tmp_path / "bad").write_bytes(bad)
+    with pytest.raises(ValueError):  # the processor refuses it too
+        load_image(tmp_path / "bad")
+    good = [_encode(_random_image(0)), _encode(_random_image(1), "JPEG")]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected image 2 of the batch \(counting from 0\)"):
+        session.run("serving_default", images=[*good, bad, good[0]])
+    assert session.run("serving_default", images=good)["logits"].shape == (2, 3)
 
 
 def _saved_model_cli(path, images, tmp_path):
