@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -226,3 +227,12 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out == f"keras-vit {keras_vit.__version__}\n"
+
+
+def test_the_command_prints_no_tensorflow_log_lines(work):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the default verbosity
+    command = [sys.executable, "-c", "import sys, keras_vit_quiet; sys.exit(keras_vit_quiet.main())"]
+    result = subprocess.run([*command, "predict", "serving/1", "images/b.png", "fake.png", "--top-k", "1"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and len(result.stdout.splitlines()) == 2, result.stdout
+    assert result.stderr == "keras-vit: error: 1 of 2 images failed (see their lines).\n", result.stderr
