@@ -181,6 +181,37 @@ def test_save_pretrained_loads_in_transformers(cls, tmp_path):
     np.testing.assert_array_equal(reloaded.get_weights()[0], ours.get_weights()[0])
 
 
+TRANSFORMERS_AFTER_TENSORFLOW = """
+import sys
+import numpy as np
+import tensorflow as tf  # first, as in a keras_vit program; its LLVM symbols are then global
+import torch
+import transformers
+model = transformers.ViTForImageClassification.from_pretrained(sys.argv[1]).eval()
+with torch.no_grad():
+    logits = model(pixel_values=torch.from_numpy(np.load(sys.argv[2]))).logits.numpy()
+np.save(sys.argv[3], logits)
+print(torch.__version__, "triton" in sys.modules)
+"""
+
+
+def test_transformers_runs_after_tensorflow_in_one_process(tmp_path):
+    """The torch the test command installs must survive transformers' import after TensorFlow (README)."""
+    import subprocess
+    import sys
+
+    ours = keras_vit.ViTForImageClassification(keras_vit.ViTConfig(**BASE), data_format="channels_first")
+    ours.save_pretrained(tmp_path / "hf")
+    pixels = _pixels(ours.config)
+    np.save(tmp_path / "pixels.npy", pixels)
+    result = subprocess.run(
+        [sys.executable, "-c", TRANSFORMERS_AFTER_TENSORFLOW, tmp_path / "hf", tmp_path / "pixels.npy", tmp_path / "out.npy"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, f"exit status {result.returncode} (-11: SIGSEGV): {result.stderr[-2000:]}"
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.asarray(ours(pixels)["logits"]), atol=TOL)
+
+
 def _perturbed_lora_classifier(rank=2):
     model = keras_vit.ViTForImageClassification(keras_vit.ViTConfig(**BASE), data_format="channels_first")
     model.enable_lora(rank)
