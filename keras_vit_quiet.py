@@ -69,11 +69,11 @@ def _filter_stderr(level):
 def quiet_tensorflow_logs():
     """Sets the default log level and filters absl's lines; call before TensorFlow is imported.
 
-    Returns the level in effect (an int 0-3). Raises RuntimeError if TensorFlow is imported
-    already (its import lines would have gone through).
+    Returns the level in effect (an int 0-3). Does nothing when TensorFlow is imported already
+    (a script imported as a module by a program that uses TensorFlow): that program owns stderr.
     """
     if "tensorflow" in sys.modules:
-        raise RuntimeError("Expected quiet_tensorflow_logs() before TensorFlow is imported. It is imported already.")
+        return None
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     level = int(level) if level in ("0", "1", "2", "3") else 0
     if level and _original_stderr_fd is None:

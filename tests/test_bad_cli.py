@@ -205,7 +205,8 @@ def test_predict_searches_a_tree_and_every_source_refuses_the_same_images(work, 
     assert paths == [b"tree/caf\xe9.png", b"tree/cats/a.png", b"tree/dogs/b.png", b"tree/dogs/truncated.png",
                      b"tree/gray16.png"]
     assert [sorted(r) for r in records] == [["labels", "path", "scores"]] * 3 + [["error", "path"]] * 2
-    assert records[0]["scores"] == records[1]["scores"] and len(records[0]["labels"]) == 2
+    assert records[0]["labels"] == records[1]["labels"] and len(records[0]["labels"]) == 2  # the same image
+    np.testing.assert_allclose(records[0]["scores"], records[1]["scores"], atol=1e-6)
     assert code == 1 and err == "keras-vit: error: 2 of 5 images failed (see their lines).\n"
 
 
@@ -236,3 +237,25 @@ def test_the_command_prints_no_tensorflow_log_lines(work):
                             cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and len(result.stdout.splitlines()) == 2, result.stdout
     assert result.stderr == "keras-vit: error: 1 of 2 images failed (see their lines).\n", result.stderr
+
+
+def test_progress_bar_goes_to_a_terminal_stderr_only(work):
+    import pty
+
+    main_fd, terminal_fd = pty.openpty()
+    command = [sys.executable, "-c", "import sys, keras_vit_quiet; sys.exit(keras_vit_quiet.main())",
+               "predict", "hf", "images", "--batch-size", "2", "--top-k", "1"]
+    result = subprocess.run(command, cwd=work, stdout=subprocess.PIPE, stderr=terminal_fd, timeout=300)
+    os.close(terminal_fd)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 3  # stdout: the results only
+    assert b"3/3" in shown and b"image" in shown, shown  # keras.utils.Progbar on the terminal
