@@ -198,7 +198,10 @@ def _export(args):
     model = load_model(args.source, args.model_class)
     _, layer = split_preprocessing(model)
     processor = load_processor(args.source, model) if layer is None else None  # else the model's layer
-    export_saved_model(model, args.export_base, version=args.version, processor=processor, overwrite=args.overwrite)
+    export_saved_model(
+        model, args.export_base, version=args.version, processor=processor, overwrite=args.overwrite,
+        jit_compile=args.jit_compile,
+    )
 
 
 def _convert(args):
@@ -231,6 +234,10 @@ def build_parser():
     export.add_argument("--version", type=int, help="version number (default: next integer)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
     export.add_argument("--model-class", help="keras_vit class name; default: the config's architectures")
+    export.add_argument(
+        "--jit-compile", action="store_true",
+        help="XLA-compile the model in the signatures (TF Serving then needs --xla_cpu_compilation_enabled=true)",
+    )
     export.set_defaults(run=_export)
     predict = commands.add_parser("predict", help="image files or directories -> top-k labels with scores")
     predict.add_argument("source", help=".keras file, checkpoint directory, Hub repo id, or exported SavedModel version dir")
