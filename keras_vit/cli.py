@@ -320,7 +320,10 @@ def _export(args):
     _, layer = split_preprocessing(model)
     processor = load_processor(args.source, model) if layer is None else None  # else the model's layer
     try:
-        export_saved_model(model, args.export_base, version=args.version, processor=processor, overwrite=args.overwrite)
+        export_saved_model(
+            model, args.export_base, version=args.version, processor=processor, overwrite=args.overwrite,
+            jit_compile=args.jit_compile,
+        )
     except ValueError as error:  # name the flags, not export_saved_model's keywords
         message = str(error).replace("overwrite=True", "--overwrite").replace("Received: version=", "Received: --version ")
         raise ValueError(message) from None
@@ -374,6 +377,10 @@ def build_parser():
     export.add_argument("--version", type=int, help="version number (default: next integer)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
     export.add_argument("--model-class", help="keras_vit class name; default: the config's architectures")
+    export.add_argument(
+        "--jit-compile", action="store_true",
+        help="XLA-compile the model in the signatures (TF Serving then needs --xla_cpu_compilation_enabled=true)",
+    )
     export.set_defaults(run=_export)
     predict = commands.add_parser("predict", help="image files or directories -> top-k labels with scores")
     predict.add_argument("source", help=".keras file, checkpoint directory, Hub repo id, or exported SavedModel version dir")
