@@ -55,6 +55,7 @@ def _keras_logits(model, pixels):
 def _save(model, tmp_path, layout):
     """Writes the timm model's state dict in `layout`; returns the path from_pretrained reads."""
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     if layout == "safetensors file":
         save_file(state, tmp_path / "weights.safetensors")
         return tmp_path / "weights.safetensors"
