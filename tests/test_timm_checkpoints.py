@@ -186,6 +186,8 @@ def test_timm_pretrained_cfg_gives_the_preprocessing_of_timm_eval_transform(tmp_
     assert np.abs(pixels - expected).max() <= 1e-5
     model = keras_vit.ViTForImageClassification.from_pretrained(directory)
     assert np.abs(_keras_logits(model, pixels[None]) - _timm_logits(peer, expected[None])).max() <= TOL
+    with_layer = keras_vit.ViTForImageClassification.from_pretrained(directory, include_preprocessing=True)
+    assert with_layer.layers[1].spec == processor.spec
 
 
 def test_cli_converts_timm_and_npz_files(tmp_path, capsys):
