@@ -359,10 +359,10 @@ def save_pretrained(model, directory, format="hf"):
 def _save_timm(model, directory):
     """Writes timm's Hub layout: `model.safetensors` (timm names) and a timm `config.json`.
 
-    `timm.create_model(architecture, **model_args)` builds the model whose
-    `load_state_dict` takes the weights (`model_args` give every size, the architecture
-    only the family) (timm's `LayerNorm` epsilon is 1e-6; a config with
-    another `layer_norm_eps` gives slightly different outputs there).
+    `timm.create_model(architecture, num_classes=num_classes, **model_args)` builds the
+    model whose `load_state_dict` takes the weights: `model_args` give every size, the
+    architecture only the family. timm's `LayerNorm` epsilon is 1e-6, so a config with
+    another `layer_norm_eps` gives slightly different outputs there.
     """
     from safetensors.numpy import save_file
 

@@ -207,9 +207,15 @@ def config_from_timm(state_dict, hub_config=None, num_attention_heads=None):
     depth = 1 + max(int(m["i"]) for m in map(_QKV_TIMM.match, state_dict) if m)
     distilled = "dist_token" in state_dict
     prefix = 1 + distilled
-    grid = np.shape(state_dict["pos_embed"])[1] - prefix
+    positions = np.shape(state_dict["pos_embed"])[1]
+    grid = positions - prefix
     side = math.isqrt(grid)
     if side * side != grid:
+        if math.isqrt(positions) ** 2 == positions:
+            raise ValueError(
+                "Expected timm position embeddings for the class token too. Received: one per patch only "
+                f"({positions}; no_embed_class=True, as DeiT III), which keras_vit's models do not run."
+            )
         raise ValueError(f"Expected timm position embeddings of a square patch grid. Received: {grid} patch positions")
     num_labels = np.shape(state_dict["head.weight"])[0] if "head.weight" in state_dict else 0
     fields = dict(

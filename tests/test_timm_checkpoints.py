@@ -96,19 +96,22 @@ def test_save_pretrained_timm_loads_in_timm_create_model(name, tmp_path):
     pixels = _pixels(peer)
     assert np.abs(_timm_logits(fresh, pixels) - _keras_logits(model, pixels)).max() <= TOL
     assert np.abs(_timm_logits(fresh, pixels) - _timm_logits(peer, pixels)).max() <= TOL
+    reloaded = PEERS[name][1].from_pretrained(tmp_path / "out")  # timm's config.json names the heads
+    assert reloaded.config.num_attention_heads == peer.blocks[0].attn.num_heads
+    assert np.abs(_keras_logits(reloaded, pixels) - _keras_logits(model, pixels)).max() == 0
 
 
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "vit_base_patch32_224"])
 def test_npz_in_google_naming_loads_here_and_in_timm(name, tmp_path):
     peer = _timm_model(name)
     model = keras_vit.ViTForImageClassification.from_pretrained(_save(peer, tmp_path, "safetensors file"))
-    save_npz(model, tmp_path / "ViT.npz")
-    names = set(np.load(tmp_path / "ViT.npz").files)
+    save_pretrained(model, tmp_path / "npz", format="npz")
+    names = set(np.load(tmp_path / "npz" / "model.npz").files)
     assert "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel" in names
     assert {"embedding/kernel", "cls", "Transformer/posembed_input/pos_embedding", "head/kernel"} <= names
     fresh = timm.create_model(name, pretrained=False, **PEERS[name][0]).eval()
-    _load_weights(fresh, str(tmp_path / "ViT.npz"))  # timm's own .npz loader
-    reloaded = keras_vit.ViTForImageClassification.from_pretrained(tmp_path / "ViT.npz")
+    _load_weights(fresh, str(tmp_path / "npz" / "model.npz"))  # timm's own .npz loader
+    reloaded = keras_vit.ViTForImageClassification.from_pretrained(tmp_path / "npz")
     pixels = _pixels(peer)
     timm_npz = _timm_logits(fresh, pixels)
     assert np.abs(timm_npz - _keras_logits(reloaded, pixels)).max() <= TOL
@@ -140,9 +143,18 @@ def test_big_vision_npz_names_load(tmp_path):
     assert np.abs(_timm_logits(fresh, pixels) - _keras_logits(reloaded, pixels)).max() <= TOL
 
 
-def test_variants_without_class_token_are_refused(tmp_path):
-    peer = _timm_model("vit_tiny_patch16_224", class_token=False, global_pool="avg", fc_norm=True)
-    with pytest.raises(ValueError, match=r"no class token \(class_token=False\).*fc_norm"):
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(class_token=False, global_pool="avg", fc_norm=True), r"no class token \(class_token=False\).*fc_norm"),
+        (dict(no_embed_class=True), r"one per patch only \(4; no_embed_class=True"),
+        (dict(init_values=1e-5), r"layer scale \(init_values\)"),
+        (dict(reg_tokens=2), r"register tokens"),
+    ],
+)
+def test_variants_the_models_cannot_run_are_refused(kwargs, message, tmp_path):
+    peer = _timm_model("vit_tiny_patch16_224", **kwargs)
+    with pytest.raises(ValueError, match=message):
         keras_vit.ViTForImageClassification.from_pretrained(_save(peer, tmp_path, "safetensors file"))
 
 
@@ -164,6 +176,12 @@ def test_passed_config_wins_and_is_checked_against_shapes(tmp_path, caplog):
     model = keras_vit.ViTForImageClassification.from_pretrained(path, image_size=48, drop_path_rate=0.1)
     assert model.config.image_size == 48 and model.config.drop_path_rate == 0.1
     assert "Resampling position embeddings from a 2x2 to a 3x3" in caplog.text
+    new_head = keras_vit.ViTForImageClassification.from_pretrained(path, num_labels=7, ignore_mismatched_sizes=True)
+    pixels = _pixels(peer)
+    with torch.no_grad():
+        features = peer.forward_head(peer.forward_features(torch.from_numpy(pixels).permute(0, 3, 1, 2)), pre_logits=True)
+    kernel, bias = (np.asarray(w) for w in new_head.get_layer("classifier").weights)
+    assert np.abs(_keras_logits(new_head, pixels) - (features.numpy() @ kernel + bias)).max() <= TOL
     npz = tmp_path / "vit.npz"
     save_npz(keras_vit.ViTForImageClassification.from_pretrained(path), npz)
     with pytest.raises(ValueError, match=r"Expected num_attention_heads=3.*Received: num_attention_heads=6"):
