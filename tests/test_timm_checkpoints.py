@@ -25,7 +25,7 @@ PEERS = {
         dict(img_size=32, depth=2, num_classes=3),
         keras_vit.DeiTForImageClassificationWithTeacher,
     ),
-    "vit_base_patch32_224": (dict(img_size=64, depth=2, num_classes=6), keras_vit.ViTForImageClassification),
+    "vit_base_patch32_224": (dict(img_size=64, depth=1, num_classes=6), keras_vit.ViTForImageClassification),
 }
 
 
