@@ -273,21 +273,18 @@ def from_timm_pretrained_cfg(pretrained_cfg):
 
 
 def read_preprocessor_settings(directory):
-    """The preprocessing settings (a `preprocessor_config.json` dict) of a checkpoint directory.
+    """The preprocessing settings (as in `preprocessor_config.json`) of a checkpoint directory.
 
     Reads `preprocessor_config.json`; a timm checkpoint has none, and its `config.json`'s
     `pretrained_cfg` gives them (`from_timm_pretrained_cfg`).
 
     Raises:
         FileNotFoundError: if the directory has neither.
-        ValueError: if the file is not a JSON object, or a timm setting has no counterpart.
+        ValueError: if a file is not JSON, or a timm setting has no counterpart.
     """
     path = Path(directory) / PREPROCESSOR_CONFIG_NAME
     if path.is_file():
-        settings = read_json_file(path)
-        if not isinstance(settings, dict):
-            raise ValueError(f"Expected {path} to hold a JSON object. Received: a JSON {type(settings).__name__}")
-        return settings
+        return read_json_file(path)  # the callers' from_dict checks that it is a JSON object
     config_path = Path(directory) / CONFIG_NAME
     config = read_json_file(config_path) if config_path.is_file() else None
     if isinstance(config, dict) and "pretrained_cfg" in config:
