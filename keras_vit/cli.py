@@ -24,13 +24,18 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
-def load_model(source, model_class=None):
-    """Loads a `.keras` file, or a Hugging Face directory / repo id with the class named in its config.
+def load_model(source, model_class=None, num_attention_heads=None):
+    """Loads a `.keras` file, or a checkpoint with the class named in its config (or its tensors' shapes).
+
+    A checkpoint is a Hugging Face directory or repo id, a timm directory or weights file,
+    or a Google ViT `.npz` file (see `keras_vit.checkpoints.read_foreign_checkpoint`).
 
     Args:
         source: path to a `.keras` file, a checkpoint directory, or a Hub repo id.
         model_class: optional class name (e.g. "ViTForImageClassification"), overriding the
             config's `architectures` entry.
+        num_attention_heads: optional int, the heads of a timm checkpoint whose width is
+            not one of timm's named ones (its tensors do not give them).
 
     Raises:
         ValueError: the architecture is not one of keras_vit's model classes.
@@ -38,6 +43,7 @@ def load_model(source, model_class=None):
     import keras
 
     import keras_vit
+    from keras_vit.checkpoints import read_foreign_checkpoint
     from keras_vit.config import read_config
     from keras_vit.hub import resolve_checkpoint
 
@@ -46,13 +52,17 @@ def load_model(source, model_class=None):
             return keras.saving.load_model(source)
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise ValueError(f"Could not load {str(source)!r} as a .keras model: {error}") from None
-    directory = resolve_checkpoint(source)
-    config = read_config(directory)
     names = {cls.__name__: cls for cls in keras_vit.MODEL_CLASSES}
-    name = model_class or (config.extra.get("architectures") or [None])[0]
+    overrides = {} if num_attention_heads is None else {"num_attention_heads": num_attention_heads}
+    foreign = read_foreign_checkpoint(source, overrides=overrides)
+    if foreign is not None:  # timm or Google .npz: the class follows from the tensors
+        directory, name = source, model_class or foreign[1]
+    else:
+        directory = resolve_checkpoint(source)
+        name = model_class or (read_config(directory).extra.get("architectures") or [None])[0]
     if name not in names:
         raise ValueError(f"Expected an architecture among {sorted(names)} (use --model-class). Received: {name!r}")
-    return names[name].from_pretrained(directory)
+    return names[name].from_pretrained(directory, **overrides)
 
 
 def load_processor(source, model):
@@ -339,7 +349,7 @@ def _convert(args):
             raise ValueError(f"Expected {str(parent)!r} to be a directory. Received a file (in {str(args.output)!r})")
     from keras_vit.atomic import atomic_path
 
-    model = load_model(args.source, args.model_class)
+    model = load_model(args.source, args.model_class, args.num_attention_heads)
     with atomic_path(args.output) as tmp:
         model.save(tmp)
     print(f"Saved {type(model).__name__} ({model.count_params():,} parameters) to {args.output}")
@@ -366,10 +376,13 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    convert = commands.add_parser("convert", help="Hugging Face checkpoint directory or repo id -> .keras file")
-    convert.add_argument("source", help="checkpoint directory (config.json + weights) or Hub repo id")
+    convert = commands.add_parser("convert", help="checkpoint (Hugging Face, timm, Google .npz) -> .keras file")
+    convert.add_argument(
+        "source", help="checkpoint directory (config.json + weights), Hub repo id, timm weights file or .npz file"
+    )
     convert.add_argument("output", type=Path, help="path of the .keras file to write")
     convert.add_argument("--model-class", help="keras_vit class name; default: the config's architectures")
+    convert.add_argument("--num-attention-heads", type=int, help="heads of a timm checkpoint of an unnamed width")
     convert.set_defaults(run=_convert)
     export = commands.add_parser("export", help=".keras file or checkpoint -> versioned TF Serving SavedModel")
     export.add_argument("source", help=".keras file, checkpoint directory or Hub repo id")
