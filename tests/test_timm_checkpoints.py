@@ -88,7 +88,7 @@ def test_timm_checkpoints_load_with_timm_outputs(name, layout, tmp_path):
 def test_save_pretrained_timm_loads_in_timm_create_model(name, tmp_path):
     peer = _timm_model(name)
     model = PEERS[name][1].from_pretrained(_save(peer, tmp_path / "in", "safetensors file"))
-    save_pretrained(model, tmp_path / "out", format="timm")
+    model.save_pretrained(tmp_path / "out", format="timm")  # the model method, as users call it
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     fresh = timm.create_model(config["architecture"], pretrained=False, num_classes=config["num_classes"],
                               **config["model_args"]).eval()

@@ -237,9 +237,13 @@ class VisionTransformer(keras.Model):
         """
         return serialization.from_pretrained(cls, path_or_repo_id, include_preprocessing, **kwargs)
 
-    def save_pretrained(self, directory):
-        """Writes `config.json` + `model.safetensors` that transformers' same-named class loads."""
-        return checkpoints.save_pretrained(self, directory)
+    def save_pretrained(self, directory, format="hf"):
+        """Writes the weights for another library to load (`checkpoints.save_pretrained`).
+
+        `format="hf"`: `config.json` + `model.safetensors` that transformers' same-named class
+        loads; `"timm"`: timm's state dict and config; `"npz"`: Google's ViT `.npz` naming.
+        """
+        return checkpoints.save_pretrained(self, directory, format=format)
 
     # === Serialization ===
     def get_config(self):
