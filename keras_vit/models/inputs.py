@@ -55,19 +55,31 @@ def named_inputs(model, inputs):
     """A tensor, list or dict of inputs as a dict by input name.
 
     Raises:
-        ValueError: unknown dict keys or too many list entries.
+        ValueError: unknown dict keys or too many list entries, naming the construction flag
+            that adds an optional input the model was built without.
     """
     names = model.input_names
     if isinstance(inputs, dict):
         unknown = sorted(set(inputs) - set(names))
         if unknown:
-            raise ValueError(f"Expected input names among {names}. Received unknown keys: {unknown}")
+            raise ValueError(
+                f"Expected input names among {names}. Received unknown keys: {unknown}.{_flag_hint(model, unknown)}"
+            )
         return dict(inputs)
     if isinstance(inputs, (list, tuple)):
         if not 1 <= len(inputs) <= len(names):
-            raise ValueError(f"Expected a list of 1 to {len(names)} inputs in the order {names}. Received {len(inputs)}.")
+            raise ValueError(
+                f"Expected a list of 1 to {len(names)} inputs in the order {names}. Received {len(inputs)}."
+                + (_flag_hint(model, _INPUT_FLAGS) if len(inputs) > len(names) else "")
+            )
         return dict(zip(names, inputs))
     return {"pixel_values": inputs}
+
+
+def _flag_hint(model, names):
+    """How to build `model` with those of the optional inputs `names` that it lacks ("" if none)."""
+    hints = [f"{_INPUT_FLAGS[n]}=True to pass {n}" for n in names if n in _INPUT_FLAGS and n not in model.input_names]
+    return f" Build the model with {' and '.join(hints)}." if hints else ""
 
 
 def _take_call_keywords(model, given, call_kwargs):
