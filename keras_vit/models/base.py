@@ -90,6 +90,9 @@ class VisionTransformer(keras.Model):
         super().__init__(
             inputs=inputs[0] if single else inputs, outputs=outputs, dtype=dtype, name=name, trainable=trainable
         )
+        if dtype is not None:
+            # The functional model itself drops `dtype`; its policy is what `get_config` saves.
+            self.dtype_policy = dtype
         # Losses and metrics in `compile` are keyed by the outputs' names, not their layers'.
         self.output_names = _output_names(outputs)
         self.config = config
