@@ -128,22 +128,8 @@ def check_inputs(model, given):
 
 def _check_shapes(model, given):
     shape = tuple(given["pixel_values"].shape)
-    channels_last = model.data_format == "channels_last"
-    layout = "(batch, height, width, channels)" if channels_last else "(batch, channels, height, width)"
-    if len(shape) != 4:
-        raise ValueError(f"Expected pixel_values of rank 4, {layout}. Received: shape={shape}")
-    if shape[0] == 0:
-        raise ValueError(f"Expected a batch of at least one image. Received: pixel_values of shape={shape}")
-    channels = shape[3] if channels_last else shape[1]
-    if channels is not None and channels != model.config.num_channels:
-        raise ValueError(
-            f"Expected pixel_values with {model.config.num_channels} channels, {layout} "
-            f"(data_format={model.data_format!r}). Received: shape={shape}"
-        )
-    height, width = shape[1:3] if channels_last else shape[2:4]
-    getattr(model, "backbone", model).get_layer("embeddings").check_image_size(
-        height, width, model.interpolate_pos_encoding
-    )
+    check_image_shape(model, shape)
+    height, width = shape[1:3] if model.data_format == "channels_last" else shape[2:4]
     mask = given.get("bool_masked_pos")
     if mask is None:
         return
@@ -163,6 +149,30 @@ def _check_shapes(model, given):
                 f"Expected bool_masked_pos of shape (batch, {num_patches}), one entry per patch. "
                 f"Received: shape={mask_shape}"
             )
+
+
+def check_image_shape(model, shape):
+    """Checks the shape (a tuple, None where unknown) of a batch of `pixel_values`.
+
+    Raises:
+        ValueError: a rank, channel count, image size or empty batch the model cannot take.
+    """
+    channels_last = model.data_format == "channels_last"
+    layout = "(batch, height, width, channels)" if channels_last else "(batch, channels, height, width)"
+    if len(shape) != 4:
+        raise ValueError(f"Expected pixel_values of rank 4, {layout}. Received: shape={shape}")
+    if shape[0] == 0:
+        raise ValueError(f"Expected a batch of at least one image. Received: pixel_values of shape={shape}")
+    channels = shape[3] if channels_last else shape[1]
+    if channels is not None and channels != model.config.num_channels:
+        raise ValueError(
+            f"Expected pixel_values with {model.config.num_channels} channels, {layout} "
+            f"(data_format={model.data_format!r}). Received: shape={shape}"
+        )
+    height, width = shape[1:3] if channels_last else shape[2:4]
+    getattr(model, "backbone", model).get_layer("embeddings").check_image_size(
+        height, width, model.interpolate_pos_encoding
+    )
 
 
 def _batched_head_mask(model, head_mask, pixel_values):
