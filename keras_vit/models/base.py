@@ -18,8 +18,8 @@ from keras import ops
 
 from keras_vit import checkpoints
 from keras_vit.config import ViTConfig
+from keras_vit.data_format import DATA_FORMATS
 from keras_vit.models import serialization
-from keras_vit.models.encoder import DATA_FORMATS
 from keras_vit.models.data_checks import checked_data, named_check_errors
 from keras_vit.models.inputs import standardize_inputs
 
