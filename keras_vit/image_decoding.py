@@ -163,3 +163,36 @@ def decode_image(encoded, max_image_pixels):
     with tf.control_dependencies([check]):
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     return apply_orientation(image, exif_orientation(encoded))
+
+
+def is_complete_image(encoded):
+    """Whether `encoded` (tf.string scalar) is, by its structure, an image `decode_image` reads as
+    the PIL processor does: a JPEG, PNG, GIF, BMP or WebP, not cut short, and no 16-bit
+    grayscale PNG (the processor refuses it: converting to RGB would clip above 255).
+
+    "Not cut short": a PNG holds its IEND chunk, a JPEG an EOI marker (FF D9), a BMP or WebP
+    at least the size its header declares. Damage inside the compressed data is left to the
+    decoder. Returns a bool scalar.
+    """
+    data = tf.strings.join([encoded, b"\x00" * _PADDING])
+    size = tf.cast(tf.strings.length(encoded), tf.int64)
+
+    def contains(marker):
+        return tf.shape(tf.strings.split(tf.reshape(encoded, (1,)), sep=marker, maxsplit=1).values)[0] == 2
+
+    def png():
+        gray_16_bit = tf.logical_and(tf.equal(_uint(data, 24, 1, False), 16), tf.equal(_uint(data, 25, 1, False), 0))
+        return tf.logical_and(tf.logical_not(gray_16_bit), contains(b"IEND"))
+
+    return tf.case(
+        [
+            (_starts_with(data, b"\x89PNG\r\n\x1a\n"), png),
+            (_starts_with(data, b"\xff\xd8\xff"), lambda: contains(b"\xff\xd9")),
+            (_starts_with(data, b"GIF8"), lambda: tf.constant(True)),
+            (_starts_with(data, b"BM"), lambda: _uint(data, 2, 4, True) <= size),
+            (tf.logical_and(_starts_with(data, b"RIFF"), _starts_with(data, b"WEBP", 8)),
+             lambda: _uint(data, 4, 4, True) + 8 <= size),
+        ],
+        default=lambda: tf.constant(False),
+        exclusive=True,
+    )
