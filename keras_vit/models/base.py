@@ -19,6 +19,7 @@ from keras import ops
 from keras_vit import checkpoints
 from keras_vit.config import ViTConfig
 from keras_vit.data_format import DATA_FORMATS
+from keras_vit.layers.custom_gradient import graphs_own_custom_gradients
 from keras_vit.models import serialization
 from keras_vit.models.data_checks import checked_data, named_check_errors
 from keras_vit.models.inputs import standardize_inputs
@@ -195,6 +196,13 @@ class VisionTransformer(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def train_step(self, *args):
+        # Keras' TensorFlow train step registers a custom gradient in TensorFlow's global
+        # registry, which would keep every traced graph and its variables alive after the model
+        # is deleted (`custom_gradient.graphs_own_custom_gradients`, benchmarks/model_churn.py).
+        with graphs_own_custom_gradients():
+            return super().train_step(*args)
 
     def _predictions(self, y_pred):
         return y_pred if getattr(self, "_per_output", False) else y_pred[self.prediction_key]
