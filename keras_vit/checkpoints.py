@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_vit.atomic import atomic_files
+from keras_vit.atomic import atomic_files, committed_paths
 from keras_vit.config import read_config, to_json_string
 from keras_vit.conversion import load_hf_state_dict, tf_era_qkv_bias, to_hf_state_dict
 from keras_vit.hub import (
@@ -212,15 +212,22 @@ def from_pretrained(model_class, path_or_repo_id, ignore_mismatched_sizes=False,
             f"fields among {sorted(field_names)} or construction arguments among {sorted(construction_names)}."
         )
     directory = resolve_checkpoint(path_or_repo_id, revision, cache_dir, local_files_only)
-    config = read_config(directory, config_class)
+    saved = committed_paths(directory, [SAFETENSORS_NAME, CONFIG_NAME])
+    if saved[CONFIG_NAME] == directory / CONFIG_NAME:
+        config = read_config(directory, config_class)
+        weights = weights_file(directory)
+        read = _READERS[weights.name]
+    else:  # a save_pretrained killed between its renames: the old pair, from its backups
+        config = config_class.from_json_file(saved[CONFIG_NAME])
+        weights, read = saved[SAFETENSORS_NAME], _read_safetensors
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in field_names}
     if overrides:
         if "num_labels" in overrides and "id2label" not in overrides:
             overrides["id2label"] = None
             overrides["label2id"] = None
         config = config_class.from_dict({**config.to_dict(), **overrides})
-    state_dict = read_state_dict(directory)
-    if weights_file(directory).name == TF_WEIGHTS_NAME:
+    state_dict = read(weights)
+    if weights.name == TF_WEIGHTS_NAME:
         config = tf_era_qkv_bias(config, state_dict)
     model = model_class(config, **kwargs)
     load_hf_state_dict(model, state_dict, ignore_mismatched_sizes)
@@ -236,10 +243,16 @@ def save_pretrained(model, directory):
     beside the old config, and other files of `directory` stay. Transformers (PyTorch)
     loads the result.
 
+    Files replaced keep their mode. A save killed between its renames is undone (or
+    finished, if it committed) by the next one; until then `from_pretrained` reads the
+    old pair from the backups (`keras_vit.atomic.committed_paths`).
+
     Raises:
         ValueError: naming a config field that JSON cannot hold (e.g. a NumPy scalar), or
             if `directory` is a file; nothing on disk changes.
+        OSError: when writing fails (a full disk, a read-only directory); nothing on disk changes.
     """
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     directory = Path(directory)
@@ -247,6 +260,9 @@ def save_pretrained(model, directory):
     config["architectures"] = [type(model).__name__]
     config_text = to_json_string(config)
     with atomic_files(directory, [SAFETENSORS_NAME, CONFIG_NAME]) as tmp:
-        save_file(to_hf_state_dict(model), str(tmp[SAFETENSORS_NAME]), metadata={"format": "pt"})
+        try:
+            save_file(to_hf_state_dict(model), str(tmp[SAFETENSORS_NAME]), metadata={"format": "pt"})
+        except SafetensorError as e:  # the I/O error (e.g. a full disk) as Python's own
+            raise OSError(f"Could not write {directory / SAFETENSORS_NAME}: {e}") from None
         tmp[CONFIG_NAME].write_text(config_text, encoding="utf-8")
     return directory

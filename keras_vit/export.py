@@ -59,7 +59,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.atomic import make_dirs
+from keras_vit.atomic import exchange, make_dirs
 from keras_vit.config import to_json_string
 from keras_vit.image_decoding import decode_image
 from keras_vit.layers.preprocessing import ImagePreprocessing
@@ -76,6 +76,7 @@ FEATURE_OUTPUTS = ("last_hidden_state", "pooler_output")
 WARMUP_FILE = Path("assets.extra", "tf_serving_warmup_requests")
 LABELS_FILE = Path("assets.extra", "labels.json")  # id2label as JSON, {"0": name, ...}; TF Serving ignores it
 CLAIM_PREFIX = ".tmp-"  # <export_base>/.tmp-<version>: the version's claim, and where it is written
+OLD_PREFIX = ".old-"  # <export_base>/.old-<version>-<token>: an overwritten version, until it is removed
 MAX_VERSION = 2**63 - 1  # TF Serving reads version numbers as int64
 VERIFY_ATOL = 1e-4
 
@@ -98,8 +99,10 @@ def export_saved_model(
     renamed to `<export_base>/<version>` only once complete. Creating it with `os.mkdir`
     claims the version: a concurrent export with `version=None` takes the next one, with
     the same explicit version it fails at once. On any failure the temporary directory is
-    removed and `export_base` is left as it was. With `overwrite`, the old version is
-    renamed aside, the new one renamed in, then the old one deleted.
+    removed and `export_base` is left as it was. With `overwrite`, the old and new
+    version directories are swapped in one `renameat2(RENAME_EXCHANGE)` (Linux), so a
+    server or a crash sees the old version or the new one, never none; then the old one
+    is deleted.
     Signatures and output names are listed in the module docstring.
 
     Args:
@@ -180,6 +183,7 @@ def export_saved_model(
     log = functools.partial(_step, verbose=verbose)
     created = [p for p in (export_base, *export_base.parents) if not p.exists()]
     make_dirs(export_base)
+    _recover_versions(export_base)
     tmp, version = _claim(export_base, version)
     target = export_base / str(version)
     try:
@@ -500,14 +504,20 @@ def _verify(path, model, names, samples, pixel_values):
 
 
 def _publish(tmp, target, overwrite):
-    """Renames `tmp` to `target`; with `overwrite`, the old version is swapped out then removed."""
+    """Renames `tmp` to `target`; with `overwrite`, swaps the two directories in one step
+    (`keras_vit.atomic.exchange`), so that the version never disappears, and the old one,
+    now at `tmp`, is removed by the caller. Where the system cannot swap, the old version
+    is renamed aside to `.old-<version>-<token>` first (`_recover_versions` restores or
+    removes such a leftover on the next export)."""
     if not (target.exists() or target.is_symlink()):
         os.rename(tmp, target)
         return
     if not overwrite:
         raise ValueError(f"Version {target.name} appeared at {target} during the export; not overwriting it.")
     _check_target(target, overwrite)
-    old = target.with_name(f".old-{target.name}-{secrets.token_hex(4)}")
+    if exchange(tmp, target):
+        return
+    old = target.with_name(f"{OLD_PREFIX}{target.name}-{secrets.token_hex(4)}")
     os.rename(target, old)
     try:
         os.rename(tmp, target)
@@ -515,6 +525,19 @@ def _publish(tmp, target, overwrite):
         os.rename(old, target)
         raise
     shutil.rmtree(old)
+
+
+def _recover_versions(export_base):
+    """Puts back an old version that a crashed `_publish` left renamed aside (its version
+    directory missing), or removes it when the new version was published."""
+    for old in export_base.glob(f"{OLD_PREFIX}*"):
+        version = old.name[len(OLD_PREFIX) :].rsplit("-", 1)[0]
+        target = export_base / version
+        if version.isdigit() and old.is_dir() and not old.is_symlink():
+            if target.exists() or target.is_symlink():
+                shutil.rmtree(old)
+            else:
+                os.rename(old, target)
 
 
 @contextlib.contextmanager
