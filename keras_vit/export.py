@@ -14,11 +14,14 @@ exports never pick the same version.
 
 Signatures (tag "serve"):
 
-    serving_default  input `images`: tf.string (batch,), encoded JPEG, PNG, GIF (first
-                     frame), BMP or WebP images of any size and channel count. The graph
-                     reads each image's size from its header and refuses, before
-                     decoding, one with more than `max_image_pixels` pixels (default
-                     PIL's decompression-bomb limit, 89,478,485); decodes it to RGB (alpha
+    serving_default  input `images`: tf.string (batch >= 1,), encoded JPEG, PNG, GIF
+                     (first frame), BMP or still WebP images of any size and channel
+                     count. The graph reads each image's size from its headers and
+                     refuses, before decoding, one with more than `max_image_pixels`
+                     pixels (default PIL's decompression-bomb limit, 89,478,485; a GIF
+                     counts its screen plus each frame's size, for every frame), and one
+                     whose size it cannot read (JPEG XL, animated WebP, an empty string,
+                     other formats; the message names `images[i]`); decodes it to RGB (alpha
                      dropped, grayscale repeated; luma for 1-channel models); applies its
                      JPEG EXIF orientation as the PIL processor does; refuses one that
                      would resize to more than `MAX_RESIZED_PIXELS` (4096 x 4096, e.g.
@@ -129,8 +132,10 @@ def export_saved_model(
         sample_images: None (two synthetic PNGs are used) or a non-empty list of encoded
             images (bytes); they also make up the warmup requests.
         verbose: bool, print each step and its duration.
-        max_image_pixels: int >= 1, the largest width x height the bytes signature
-            decodes (checked from the header before decoding).
+        max_image_pixels: int >= 1, the most pixels the bytes signature decodes per
+            image, checked from the headers before decoding
+            (`keras_vit.image_decoding.declared_pixels`: width x height; for a GIF the
+            screen plus each frame, summed over its frames).
 
     Returns:
         `pathlib.Path` of the version directory.
@@ -382,14 +387,18 @@ def _preprocessing_layer(model, processor, layer):
 def _preprocess_images(images, layer, channels, max_image_pixels):
     """tf.string (batch,) encoded images -> float32 pixel_values in the model's layout.
 
-    Each image is checked against `max_image_pixels` from its header, decoded with its EXIF
+    An empty batch fails (`InvalidArgumentError`), as does an image that is empty or
+    unreadable, naming its index (`images[i]`). Each image is checked against
+    `max_image_pixels` from its headers, decoded with its EXIF
     orientation (`keras_vit.image_decoding.decode_image`), converted to luma for 1-channel
     models, checked against `MAX_RESIZED_PIXELS` after resizing, then run through `layer`.
     """
     output_shape = layer.compute_output_shape((1, None, None, channels))[1:]
 
-    def preprocess(encoded):
-        image = tf.cast(decode_image(encoded, max_image_pixels), tf.float32)
+    def preprocess(inputs):
+        encoded, index = inputs
+        name = tf.strings.join([f"{IMAGES_INPUT}[", tf.strings.as_string(index), "]"])
+        image = tf.cast(decode_image(encoded, max_image_pixels, name=name), tf.float32)
         if channels == 1:
             image = tf.round(tf.image.rgb_to_grayscale(image))
         height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -404,7 +413,11 @@ def _preprocess_images(images, layer, channels, max_image_pixels):
             image = tf.identity(image)
         return layer(image[None])[0]
 
-    return tf.map_fn(preprocess, images, fn_output_signature=tf.TensorSpec(output_shape, tf.float32))
+    count = tf.size(images)
+    message = f"Expected at least one image in {IMAGES_INPUT}. Received: an empty batch, shape (0,)"
+    with tf.control_dependencies([tf.debugging.Assert(count > 0, [message])]):
+        indices = tf.range(count, dtype=tf.int64)
+    return tf.map_fn(preprocess, (images, indices), fn_output_signature=tf.TensorSpec(output_shape, tf.float32))
 
 
 def _sample_images(sample_images, config, output_hw):

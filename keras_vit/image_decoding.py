@@ -2,11 +2,16 @@
 
 `decode_image` is what the served `serving_default` signature runs on each request image:
 
-1. the width and height are read from the header with string ops (PNG IHDR, JPEG SOF via
-   `tf.image.extract_jpeg_shape`, GIF logical screen, BMP info header, WebP VP8/VP8L/VP8X)
-   and checked against a pixel limit *before* anything is decoded, so a small
-   decompression bomb (a 24 KB PNG declaring 14000 x 14000) fails the request with
-   `InvalidArgument` instead of allocating gigabytes;
+1. the pixels the decoder would allocate are read from the headers with string ops
+   (`declared_pixels`: PNG IHDR, JPEG SOF via `tf.image.extract_jpeg_shape`, BMP info
+   header, WebP VP8/VP8L/VP8X, and for a GIF every frame: the logical screen plus each
+   image descriptor's width x height, summed over the frames) and checked against a
+   pixel limit *before* anything is decoded, so a small decompression bomb (a 24 KB PNG
+   declaring 14000 x 14000, a GIF whose frame is larger than its screen, a GIF of many
+   large frames) fails the request with `InvalidArgument` instead of allocating
+   gigabytes. Bytes the check cannot read are refused the same way: JPEG XL (which
+   `tf.io.decode_image` accepts, but whose size this check does not parse), animated
+   WebP, a GIF whose block structure is broken, any other format;
 2. the image is decoded to RGB (alpha dropped, grayscale repeated);
 3. the JPEG EXIF orientation tag (APP1 "Exif", TIFF IFD0 tag 0x0112, either byte order) is
    applied, as `PIL.ImageOps.exif_transpose` does in the processor.
@@ -99,6 +104,73 @@ def image_hw_from_header(encoded):
     )
 
 
+_GIF_TRAILER, _GIF_EXTENSION, _GIF_IMAGE = 0x3B, 0x21, 0x2C
+UNREADABLE = -1  # what `declared_pixels` returns for bytes whose size it cannot read
+
+
+def _gif_pixels(data, size, stop_above):
+    """Sum over the frames of a GIF of (screen width x height + frame width x height).
+
+    TensorFlow's GIF decoder (giflib) holds every frame's raster at its own size and makes
+    one screen-sized RGB image per frame. Walks the blocks (GIF89a: extensions and image
+    descriptors, each followed by data sub-blocks, until the trailer); UNREADABLE when the
+    walk meets an unknown block or runs past the end. Stops early above `stop_above`.
+    """
+    screen = _uint(data, 6, 2, True) * _uint(data, 8, 2, True)
+    flags = _uint(data, 10, 1, True)
+    start = 13 + tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), tf.constant(0, tf.int64))
+
+    def step(offset, in_sub_blocks, pixels, status):
+        byte = _uint(data, offset, 1, True)
+        past_end = offset >= size
+
+        def sub_block():  # a length byte then that many bytes; 0 ends the sub-blocks
+            return offset + byte + 1, byte != 0, pixels, tf.cast(tf.where(past_end, UNREADABLE, 0), tf.int64)
+
+        def block():
+            descriptor = _uint(data, offset + 9, 1, True)
+            table = tf.where(descriptor >= 128, 3 * 2 ** (descriptor % 8 + 1), tf.constant(0, tf.int64))
+            frame = _uint(data, offset + 5, 2, True) * _uint(data, offset + 7, 2, True)
+            image = byte == _GIF_IMAGE
+            status = tf.where(byte == _GIF_TRAILER, 1, tf.where(image | (byte == _GIF_EXTENSION), 0, UNREADABLE))
+            return (
+                tf.where(image, offset + 11 + table, offset + 2),  # past the LZW code size / the label
+                tf.constant(True),
+                pixels + tf.where(image, screen + frame, tf.constant(0, tf.int64)),
+                tf.cast(tf.where(past_end, UNREADABLE, status), tf.int64),
+            )
+
+        return tf.cond(in_sub_blocks, sub_block, block)
+
+    _, _, pixels, status = tf.while_loop(
+        lambda offset, in_sub_blocks, pixels, status: (status == 0) & (pixels <= stop_above),
+        step,
+        (start, tf.constant(False), tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+    )
+    return tf.where(status == UNREADABLE, tf.constant(UNREADABLE, tf.int64), pixels)
+
+
+def declared_pixels(encoded, stop_above=2**62):
+    """The pixels decoding `encoded` (tf.string scalar) would produce, read from its headers
+    without decoding; int64 scalar, `UNREADABLE` (-1) for bytes this cannot bound.
+
+    Height x width for PNG, JPEG, BMP and still WebP; for a GIF, per frame the screen plus
+    the frame (see `_gif_pixels`; the walk stops once the count passes `stop_above`).
+    UNREADABLE for JPEG XL (codestream or container), animated WebP, broken GIFs and
+    anything else.
+    """
+    data = tf.strings.join([encoded, b"\x00" * _PADDING])
+    size = tf.cast(tf.strings.length(encoded), tf.int64)
+    height, width = image_hw_from_header(encoded)
+    known = tf.logical_or(
+        tf.reduce_any([_starts_with(data, magic) for magic in (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM")]),
+        tf.logical_and(_starts_with(data, b"RIFF"), _starts_with(data, b"WEBP", 8)),
+    )
+    animated_webp = tf.logical_and(_starts_with(data, b"VP8X", 12), _uint(data, 20, 1, True) // 2 % 2 == 1)
+    still = tf.where(known & ~animated_webp & (height * width > 0), height * width, tf.constant(UNREADABLE, tf.int64))
+    return tf.cond(_starts_with(data, b"GIF8"), lambda: _gif_pixels(data, size, stop_above), lambda: still)
+
+
 def exif_orientation(encoded):
     """The EXIF orientation (int32 1-8) of a JPEG; 1 when absent, invalid, or not a JPEG."""
     data = tf.strings.join([encoded, b"\x00" * _PADDING])
@@ -128,6 +200,15 @@ def exif_orientation(encoded):
     return tf.cond(found, read, lambda: tf.constant(1, tf.int32))
 
 
+_HEX = [f"{i:02x}" for i in range(256)]
+
+
+def _describe_start(encoded):
+    """The first bytes of `encoded` in hex, e.g. "ff0a fa7f..." for a JPEG XL codestream."""
+    head = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, 0, 8), tf.uint8), tf.int32)
+    return tf.strings.reduce_join(tf.gather(tf.constant(_HEX), head))
+
+
 def apply_orientation(image, orientation):
     """`image` (height, width, channels) transposed as `PIL.ImageOps.exif_transpose` does for
     EXIF orientation 1-8 (1 unchanged, 6: rotated 90 degrees clockwise, 8: counter-clockwise)."""
@@ -145,21 +226,31 @@ def apply_orientation(image, orientation):
     return tf.switch_case(orientation - 1, branches)
 
 
-def decode_image(encoded, max_image_pixels):
+def decode_image(encoded, max_image_pixels, name="image"):
     """One encoded image (tf.string scalar) -> uint8 (height, width, 3), EXIF orientation applied.
 
-    Fails (`InvalidArgumentError`) when the header declares more than `max_image_pixels`
-    pixels, before decoding, with a message giving the size and the limit; and, as
-    `tf.io.decode_image` does, on bytes that are not a JPEG, PNG, GIF, BMP or WebP image.
+    Fails (`InvalidArgumentError`, naming `name`), before decoding: when the headers declare
+    more than `max_image_pixels` pixels (`declared_pixels`; the message gives the size and
+    the limit), for an empty string, and for bytes whose size cannot be read (JPEG XL,
+    animated WebP, a broken GIF, other formats); and, as `tf.io.decode_image` does, on a
+    JPEG, PNG, GIF, BMP or WebP image that does not decode.
     """
     height, width = image_hw_from_header(encoded)
-    pixels = height * width
-    message = tf.strings.format(
-        f"Expected an image of at most {max_image_pixels} pixels (max_image_pixels, decompression-bomb limit). "
-        "Received: {} x {} = {} pixels declared in its header",
-        (width, height, pixels),
-    )
-    check = tf.debugging.Assert(pixels <= max_image_pixels, [message])
+    pixels = declared_pixels(encoded, stop_above=max_image_pixels)
+    number = tf.strings.as_string
+    empty = tf.strings.length(encoded) == 0
+    received = tf.where(empty, "an empty string", tf.strings.join(["bytes starting with hex ", _describe_start(encoded)]))
+    unreadable = tf.strings.join([
+        "Expected ", name, " to be a JPEG, PNG, GIF, BMP or still WebP image whose size can be read before decoding "
+        "(JPEG XL, animated WebP and other formats are refused). Received: ", received,
+    ])
+    too_large = tf.strings.join([
+        "Expected ", name, f" to have at most {max_image_pixels} pixels (max_image_pixels, decompression-bomb limit). "
+        "Received: ", number(pixels), " pixels declared in its header, ", number(width), " x ", number(height),
+        " (a GIF counts its screen plus each frame's size, for every frame)",
+    ])
+    readable = pixels != UNREADABLE
+    check = tf.debugging.Assert(readable & (pixels <= max_image_pixels), [tf.where(readable, too_large, unreadable)])
     with tf.control_dependencies([check]):
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     return apply_orientation(image, exif_orientation(encoded))
