@@ -13,8 +13,9 @@
    `tf.io.decode_image` accepts, but whose size this check does not parse), animated
    WebP, a GIF whose block structure is broken, any other format;
 2. the image is decoded to RGB (alpha dropped, grayscale repeated);
-3. the JPEG EXIF orientation tag (APP1 "Exif", TIFF IFD0 tag 0x0112, either byte order) is
-   applied, as `PIL.ImageOps.exif_transpose` does in the processor.
+3. the EXIF orientation (JPEG APP1, PNG eXIf, WebP EXIF; TIFF IFD0 tag 0x0112, SHORT or
+   LONG, either byte order) is read by the rules of `keras_vit.exif`, which the PIL
+   processor follows too, and applied as `PIL.ImageOps.exif_transpose` does.
 
 Reference: PNG spec (IHDR), JPEG/JFIF and Exif 2.3 (APP1, TIFF 6.0 IFD), GIF89a, BMP
 BITMAPINFOHEADER, WebP container spec.
@@ -22,8 +23,7 @@ BITMAPINFOHEADER, WebP container spec.
 
 import tensorflow as tf
 
-_EXIF_HEADER = b"Exif\x00\x00"
-_ORIENTATION_TAG = 0x0112
+from keras_vit import exif
 _PADDING = 64  # bytes appended before reading headers, so that short inputs read zeros
 
 
@@ -171,30 +171,120 @@ def declared_pixels(encoded, stop_above=2**62):
     return tf.cond(_starts_with(data, b"GIF8"), lambda: _gif_pixels(data, size, stop_above), lambda: still)
 
 
+def _walk(data, start, step):
+    """Runs `step(offset) -> (next offset, found (start, end) or (-1, -1), stop)` from `start`
+    until it stops or finds; returns the (start, end) found or (-1, -1). Offsets only grow."""
+
+    def body(offset, found, stop):
+        next_offset, found, stop = step(offset)
+        return tf.maximum(next_offset, offset + 1), found, stop | (found[0] >= 0)
+
+    none = tf.constant([-1, -1], tf.int64)
+    _, found, _ = tf.while_loop(
+        lambda offset, found, stop: ~stop, body, (tf.cast(start, tf.int64), none, tf.constant(False))
+    )
+    return found
+
+
+def _jpeg_exif(data, size):
+    """`keras_vit.exif.tiff_payload` for a JPEG: the segments up to SOS/EOI, the first APP1 "Exif"."""
+
+    def step(offset):
+        marker = _uint(data, offset + 1, 1, False)
+        length = _uint(data, offset + 2, 2, False)
+        not_marker = (offset + 4 > size) | (_uint(data, offset, 1, False) != 0xFF)
+        stop = not_marker | (marker == exif.JPEG_SOS) | (marker == exif.JPEG_EOI)
+        fill, standalone = marker == 0xFF, tf.reduce_any(tf.equal(marker, exif.JPEG_STANDALONE))
+        is_exif = (marker == exif.JPEG_APP1) & _starts_with(data, exif.EXIF_HEADER, offset + 4) & ~stop
+        found = tf.where(is_exif, tf.stack([offset + 10, offset + 2 + length]), tf.constant([-1, -1], tf.int64))
+        next_offset = tf.where(fill, offset + 1, tf.where(standalone, offset + 2, offset + 2 + length))
+        return next_offset, found, stop
+
+    return _walk(data, 2, step)
+
+
+def _skip_exif_header(data, start, end):
+    skip = tf.where(_starts_with(data, exif.EXIF_HEADER, start), tf.constant(6, tf.int64), 0)
+    return tf.stack([start + skip, end])
+
+
+def _png_exif(data, size):
+    """`keras_vit.exif.tiff_payload` for a PNG: the chunks up to IDAT/IEND, an eXIf chunk."""
+
+    def step(offset):
+        length, kind = _uint(data, offset, 4, False), _substr(data, offset + 4, 4)
+        stop = (offset + 8 > size) | tf.reduce_any(tf.equal(kind, exif.PNG_STOP))
+        found = tf.where(
+            tf.equal(kind, exif.PNG_EXIF) & ~stop,
+            _skip_exif_header(data, offset + 8, offset + 8 + length),
+            tf.constant([-1, -1], tf.int64),
+        )
+        return offset + 12 + length, found, stop
+
+    return _walk(data, 8, step)
+
+
+def _webp_exif(data, size):
+    """`keras_vit.exif.tiff_payload` for a WebP: the RIFF chunks, an EXIF chunk."""
+
+    def step(offset):
+        kind, length = _substr(data, offset, 4), _uint(data, offset + 4, 4, True)
+        stop = offset + 8 > size
+        found = tf.where(
+            tf.equal(kind, exif.WEBP_EXIF) & ~stop,
+            _skip_exif_header(data, offset + 8, offset + 8 + length),
+            tf.constant([-1, -1], tf.int64),
+        )
+        return offset + 8 + length + length % 2, found, stop
+
+    return _walk(data, 12, step)
+
+
 def exif_orientation(encoded):
-    """The EXIF orientation (int32 1-8) of a JPEG; 1 when absent, invalid, or not a JPEG."""
+    """The EXIF orientation (int32 1-8) of a JPEG, PNG or WebP image; 1 when absent or invalid.
+
+    The rules of `keras_vit.exif` (the PIL processor's), in string ops: the container's
+    segments or chunks are walked to the TIFF payload, whose IFD0 orientation entry
+    (SHORT or LONG, inside the payload) is read.
+    """
     data = tf.strings.join([encoded, b"\x00" * _PADDING])
-    # The APP1 segment: FF E1, 2-byte length, "Exif\0\0", then a TIFF header.
-    head = tf.strings.split(tf.reshape(data, (1,)), sep=_EXIF_HEADER, maxsplit=1).values
-    found = tf.logical_and(tf.shape(head)[0] == 2, _starts_with(data, b"\xff\xd8"))
-    start = tf.cast(tf.strings.length(head[0]), tf.int64)
-    found = tf.logical_and(found, start >= 6)
-    marker = _substr(data, start - 4, 2)
-    found = tf.logical_and(found, tf.equal(marker, b"\xff\xe1"))
-    tiff = start + len(_EXIF_HEADER)
-    order = _substr(data, tiff, 2)
+    size = tf.cast(tf.strings.length(encoded), tf.int64)
+    none = lambda: tf.constant([-1, -1], tf.int64)  # noqa: E731
+    payload = tf.case(
+        [
+            (_starts_with(data, exif.JPEG_SOI), lambda: _jpeg_exif(data, size)),
+            (_starts_with(data, exif.PNG_SIGNATURE), lambda: _png_exif(data, size)),
+            (_starts_with(data, b"RIFF") & _starts_with(data, b"WEBP", 8), lambda: _webp_exif(data, size)),
+        ],
+        default=none,
+        exclusive=True,
+    )
+    start, end = payload[0], tf.minimum(payload[1], size)
+    order = _substr(data, start, 2)
     little = tf.equal(order, b"II")
-    found = tf.logical_and(found, tf.logical_or(little, tf.equal(order, b"MM")))
+    found = (start >= 0) & (little | tf.equal(order, b"MM"))
 
     def read():
-        ifd = tiff + _uint(data, tiff + 4, 4, little)
+        ifd = start + _uint(data, start + 4, 4, little)
         count = _uint(data, ifd, 2, little)
-        entries = _bytes(data, ifd + 2, 12 * tf.minimum(count, 1000))
+        available = tf.maximum(end - (ifd + 2), 0) // 12  # whole entries inside the payload
+        entries = _bytes(data, ifd + 2, 12 * tf.minimum(count, available))
         entries = tf.reshape(entries[: tf.size(entries) // 12 * 12], (-1, 12))
-        tags = tf.where(little, entries[:, 0] + 256 * entries[:, 1], 256 * entries[:, 0] + entries[:, 1])
-        values = tf.where(little, entries[:, 8] + 256 * entries[:, 9], 256 * entries[:, 8] + entries[:, 9])
-        matches = tf.boolean_mask(values, tf.equal(tags, _ORIENTATION_TAG))
-        value = tf.cond(tf.size(matches) > 0, lambda: matches[0], lambda: tf.constant(1, tf.int64))
+
+        def field(first, length):  # an unsigned field of every entry, in the file's byte order
+            columns = entries[:, first : first + length]
+            weights = tf.constant([[256**i for i in range(length)], [256**i for i in reversed(range(length))]], tf.int64)
+            return tf.reduce_sum(columns * tf.where(little, weights[0], weights[1]), axis=1)
+
+        matches = tf.where(tf.equal(field(0, 2), exif.ORIENTATION_TAG))[:, 0]
+        first = tf.cond(tf.size(matches) > 0, lambda: matches[0], lambda: tf.constant(-1, tf.int64))
+
+        def value():
+            kind = field(2, 2)[first]
+            short, long = field(8, 2)[first], field(8, 4)[first]
+            return tf.where(kind == exif.SHORT, short, tf.where(kind == exif.LONG, long, tf.constant(1, tf.int64)))
+
+        value = tf.cond(first >= 0, value, lambda: tf.constant(1, tf.int64))
         return tf.cast(tf.where((value >= 1) & (value <= 8), value, 1), tf.int32)
 
     return tf.cond(found, read, lambda: tf.constant(1, tf.int32))
