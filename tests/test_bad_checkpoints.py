@@ -17,7 +17,7 @@ from keras_vit import checkpoints
 from keras_vit.checkpoints import LazyTensor, read_state_dict
 from keras_vit.conversion import to_hf_state_dict
 from tests.conftest import TINY
-from tests.disk import snapshot
+from tests.disk import peak_rss_mib, snapshot
 from tests.test_checkpoints import FIXTURES
 
 INDEX = "model.safetensors.index.json"
@@ -326,11 +326,6 @@ def test_qkv_bias_false_without_biases_stays_false(hf_vit, tmp_path):
 
 
 # === Weights read lazily, only the tensors mapped; shapes checked against the config first ===
-def _peak_mib():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-
-
 def test_unused_h5_dataset_is_never_read(tmp_path):
     import h5py
 
@@ -339,10 +334,10 @@ def test_unused_h5_dataset_is_never_read(tmp_path):
         f.create_dataset("unused/huge:0", shape=(15000, 15000), dtype="float32", chunks=(1000, 1000),
                          compression="gzip", fillvalue=0)
     assert (directory / "tf_model.h5").stat().st_size < 2**20
-    peak = _peak_mib()
+    peak = peak_rss_mib()
     with pytest.raises(ValueError, match=r"unexpected tensors: \['huge'\]"):
         keras_vit.ViTForImageClassification.from_pretrained(directory)
-    assert _peak_mib() - peak < 100
+    assert peak_rss_mib() - peak < 100
 
 
 def test_weights_are_read_only_when_mapped(hf_vit, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from keras_vit.config import read_config
 from keras_vit.config import config_class_for
 from keras_vit.layers.activations import ACTIVATIONS
 from tests.conftest import TINY, tiny_config
-from tests.disk import snapshot
+from tests.disk import peak_rss_mib, snapshot
 
 NAN, INF = float("nan"), float("inf")
 
@@ -293,11 +293,6 @@ def test_valid_controls_are_accepted():
 
 
 # === Sizes that would allocate: refused before anything is built ===
-def _peak_mib():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-
-
 # The reproductions of issue 33: each took tens of seconds and gigabytes before it failed.
 HUGE_FIELDS = [
     ({"num_hidden_layers": 10**6}, r"num_hidden_layers <= 1024 .*Received: num_hidden_layers=1000000"),
@@ -318,10 +313,10 @@ def test_huge_sizes_in_config_json_are_named_before_any_weight_is_built(tmp_path
         config.pop("num_labels")
         config["num_labels"] = fields["num_labels"]
     (tmp_path / "config.json").write_text(json.dumps(config))
-    peak = _peak_mib()
+    peak = peak_rss_mib()
     with pytest.raises(ValueError, match=message):
         keras_vit.ViTForImageClassification.from_pretrained(tmp_path)
-    assert _peak_mib() - peak < 64
+    assert peak_rss_mib() - peak < 64
 
 
 def test_size_ceilings_are_module_attributes_the_user_can_raise(monkeypatch):
