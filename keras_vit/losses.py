@@ -92,27 +92,6 @@ def check_class_ids(labels, num_labels):
     return ops.cast(labels, "int32")
 
 
-def class_id_checks(labels, num_labels, problem_type=None):
-    """The runtime checks `classification_loss` makes of `labels`: a list of tensors.
-
-    `[check_class_ids(labels, num_labels)]` when `labels` are single-label class ids (by
-    `resolve_problem_type`), else `[]`. A model whose training step XLA compiles runs them
-    in the graph around the step, since XLA drops TensorFlow's assertions.
-
-    >>> class_id_checks(np.array([0, 3]), 3)
-    Traceback (most recent call last):
-    ...
-    ValueError: Expected integer class labels in [0, 3) (num_labels=3). Received: labels with values [3]
-    >>> class_id_checks(np.array([[0.2, 0.8]], "float32"), 2, "single_label_classification")
-    []
-    """
-    if labels is None or resolve_problem_type(labels, num_labels, problem_type) != "single_label_classification":
-        return []
-    if is_soft_labels(labels, num_labels):
-        return []
-    return [check_class_ids(labels, num_labels)]
-
-
 def after_label_check(labels, num_labels, *tensors):
     """Returns `tensors`, made to depend on `check_class_ids(labels, num_labels)` (soft labels: unchecked).
 

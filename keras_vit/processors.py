@@ -27,6 +27,7 @@ from PIL import Image, ImageMode
 from keras_vit import exif
 from keras_vit.atomic import write_text_atomically
 from keras_vit.config import to_json_string
+from keras_vit.data_format import DATA_FORMATS
 from keras_vit.hub import PREPROCESSOR_CONFIG_NAME, read_json_file, resolve_checkpoint
 from keras_vit.layers.preprocessing import ImagePreprocessing
 from keras_vit.preprocessor_config import (
@@ -36,8 +37,6 @@ from keras_vit.preprocessor_config import (
     ImageTooLargeError,
     PreprocessorConfig,
 )
-
-_DATA_FORMATS = ("channels_last", "channels_first")
 
 
 # === Loading: every input to one (height, width, 3) array ===
@@ -324,13 +323,13 @@ class ViTImageProcessor:
             raise ValueError(
                 f"Expected do_convert_rgb to be a bool or None. Received: do_convert_rgb={do_convert_rgb!r}"
             )
-        if data_format not in _DATA_FORMATS:
+        if data_format not in DATA_FORMATS:
             raise ValueError(
-                f"Expected data_format to be one of {_DATA_FORMATS}. Received: data_format={data_format!r}"
+                f"Expected data_format to be one of {DATA_FORMATS}. Received: data_format={data_format!r}"
             )
-        if input_data_format not in (None, *_DATA_FORMATS):
+        if input_data_format not in (None, *DATA_FORMATS):
             raise ValueError(
-                f"Expected input_data_format to be None or one of {_DATA_FORMATS}. "
+                f"Expected input_data_format to be None or one of {DATA_FORMATS}. "
                 f"Received: input_data_format={input_data_format!r}"
             )
         self.do_convert_rgb = do_convert_rgb

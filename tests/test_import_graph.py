@@ -77,3 +77,4 @@ def test_layers_and_leaves_import_no_models():
         if name.startswith("keras_vit.layers") or name in ("keras_vit.hub", "keras_vit.atomic", "keras_vit.config"):
             assert not {m for m in imported if m.startswith("keras_vit.models")}, name
     assert not graph["keras_vit.hub"]  # the leaf imports nothing from keras_vit
+    assert not graph["keras_vit.data_format"]  # so models, layers and processors can all import it

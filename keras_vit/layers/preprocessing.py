@@ -5,6 +5,7 @@ import os
 import keras
 from keras import ops
 
+from keras_vit.data_format import DATA_FORMATS
 from keras_vit.hub import PREPROCESSOR_CONFIG_NAME, read_json_file, resolve_checkpoint
 from keras_vit.preprocessor_config import (
     IMAGENET_STANDARD_MEAN,
@@ -18,7 +19,6 @@ from keras_vit.preprocessor_config import (
 # PIL 5 (hamming) has no equivalent.
 _INTERPOLATIONS = {0: "nearest", 1: "lanczos3", 2: "bilinear", 3: "bicubic", 4: "area"}
 _BACKENDS = {"lanczos3": ("tensorflow", "jax"), "area": ("tensorflow",)}
-_DATA_FORMATS = ("channels_last", "channels_first")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -106,9 +106,9 @@ class ImagePreprocessing(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.spec = PreprocessorConfig.from_dict(locals())  # the arguments named in its FIELDS
-        if data_format not in _DATA_FORMATS:
+        if data_format not in DATA_FORMATS:
             raise ValueError(
-                f"Expected data_format to be one of {_DATA_FORMATS}. Received: data_format={data_format!r}"
+                f"Expected data_format to be one of {DATA_FORMATS}. Received: data_format={data_format!r}"
             )
         self.data_format = data_format
         self.interpolation = None

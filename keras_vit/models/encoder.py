@@ -11,8 +11,6 @@ from keras_vit.layers.layer_normalization import LayerNormalization
 from keras_vit.layers.patch_embedding import PatchEmbedding
 from keras_vit.layers.transformer_block import TransformerBlock
 
-DATA_FORMATS = ("channels_last", "channels_first")
-
 
 def model_inputs(config, *, use_mask_token, use_head_mask, interpolate_pos_encoding, data_format):
     """Returns the list of `keras.Input`s, `pixel_values` first (Hugging Face's argument order).

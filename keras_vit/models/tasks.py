@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.heads import DistillationHead, MaskedImageModelingDecoder
-from keras_vit.losses import class_id_checks, classification_loss, simmim_loss
+from keras_vit.losses import classification_loss, simmim_loss
 from keras_vit.models.base import VisionTransformer
 from keras_vit.models.encoder import model_inputs
 
@@ -70,16 +70,7 @@ class TaskModel(VisionTransformer):
         raise NotImplementedError
 
 
-class LabelledTaskModel(TaskModel):
-    """A task whose built-in loss is `classification_loss` of its heads against the labels."""
-
-    def label_checks(self, labels):
-        # num_labels=0 (Hugging Face's identity classifier): the logits are the [CLS] token.
-        num_labels = self.config.num_labels or self.config.hidden_size
-        return class_id_checks(labels, num_labels, self.config.problem_type)
-
-
-class ImageClassifier(LabelledTaskModel):
+class ImageClassifier(TaskModel):
     """A linear classifier on the final [CLS] token; built-in loss `classification_loss`."""
 
     def head(self, config, encoded, pixel_values, data_format, dtype):
@@ -103,7 +94,7 @@ class ImageClassifier(LabelledTaskModel):
         return classification_loss(y, y_pred["logits"], sample_weight, problem_type=self.config.problem_type)
 
 
-class ImageClassifierWithTeacher(LabelledTaskModel):
+class ImageClassifierWithTeacher(TaskModel):
     """DeiT's two heads (`DistillationHead`); built-in loss: both heads against the labels."""
 
     def head(self, config, encoded, pixel_values, data_format, dtype):
