@@ -139,12 +139,12 @@ def label_loss(labels, cls_logits, distillation_logits, label_smoothing=0.0, sam
     return {"loss": 0.5 * (cls_loss + distillation_loss), "cls_loss": cls_loss, "distillation_loss": distillation_loss}
 
 
-@keras.saving.register_keras_serializable(package="keras_vit")
 def _shares_weights(student, teacher):
     """Whether `teacher` is `student` or holds one of its (built) variables."""
     return teacher is student or bool({id(v) for v in student.weights} & {id(v) for v in teacher.weights})
 
 
+@keras.saving.register_keras_serializable(package="keras_vit")
 class DistillationTrainer(keras.Model):
     """Fits a DeiT student against labels and a frozen teacher with `fit(images, labels)`.
 
