@@ -196,7 +196,7 @@ def save_keras_atomically(save, filepath, *args, **kwargs):
     if not kwargs.get("overwrite", True) and os.path.exists(path):
         return save(filepath, *args, **kwargs)  # Keras' own refusal (or prompt)
     with atomic_path(path) as tmp:
-        save(str(tmp), *args, **kwargs)
+        save(str(tmp), *args, **{**kwargs, "overwrite": True})  # the temporary file exists, empty
     return None
 
 

@@ -108,11 +108,21 @@ def test_single_file_writers_killed_anywhere_leave_the_old_or_new_file(tmp_path,
     assert seen == {before, read()} and len(seen) == 2
 
 
+def test_keras_save_with_overwrite_false_writes_a_new_file_and_refuses_an_existing_one(tmp_path, monkeypatch):
+    model = _MODEL(tiny_config(_MODEL))
+    save_keras_atomically(model.save, tmp_path / "new.keras", overwrite=False)
+    assert keras.saving.load_model(tmp_path / "new.keras").config.num_labels == 3
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")  # Keras asks before overwriting
+    before = (tmp_path / "new.keras").read_bytes()
+    save_keras_atomically(_MODEL(tiny_config(_MODEL, num_labels=5)).save, tmp_path / "new.keras", overwrite=False)
+    assert (tmp_path / "new.keras").read_bytes() == before
+
+
 def test_keras_save_killed_while_keras_writes_keeps_the_old_file(tmp_path):
     target = tmp_path / "model.keras"
     target.write_bytes(b"old")
 
-    def save(path):
+    def save(path, overwrite=True):
         with open(path, "wb") as f:  # what keras.Model.save does: truncate, then write
             f.write(b"ne")
             f.flush()
