@@ -9,28 +9,33 @@ attention from a convnet teacher, most with hard distillation. The job:
    classes; MIT licence) from Debian's `dataset-fashion-mnist` package
    (`/usr/share/datasets/fashion-mnist/`, the original idx `.gz` files). Without the
    package it says so and falls back to scikit-learn's 8x8 digits;
-2. trains a small CNN teacher, then the same small `DeiTForImageClassificationWithTeacher`
-   three times with `keras_vit.distillation.DistillationTrainer`: labels only
-   (`distillation="none"`), soft and hard distillation from the teacher. The DeiT recipe,
-   scaled down: AdamW (weight decay 0.05), linear warm-up then cosine decay, label
-   smoothing 0.1 on the labels, stochastic depth 0.1, random flips, shifts and RandomErasing
-   (Keras layers). With the TensorFlow backend a `--seed` gives the same numbers each run. The
-   students see `--train-size` training images (data-limited, where DeiT shows the gain);
-3. prints the held-out accuracy of the teacher and each student on the test images;
+2. trains a small CNN teacher on all 58,000 training images but the 2,000 validation ones
+   (as DeiT's RegNetY teacher, a convnet clearly better than the student), then the same
+   small `DeiTForImageClassificationWithTeacher` three times on only `--train-size` of those
+   images (data-limited, where DeiT shows the gain) with
+   `keras_vit.distillation.DistillationTrainer`: labels only (`distillation="none"`), soft
+   distillation (the paper's temperature 3) and hard distillation from the teacher. The DeiT
+   recipe, scaled down: AdamW (weight decay 0.05), linear warm-up then cosine decay, label
+   smoothing 0.1 on the labels, stochastic depth, random flips, shifts and RandomErasing
+   (Keras layers). With the TensorFlow backend a `--seed` gives the same numbers each run;
+3. prints the held-out accuracy of the teacher and each student on the test images, and
+   this run next to `benchmarks/distillation.py`'s mean ± std over seeds (the JSON it writes);
 4. saves the hard-distilled DeiT as `.keras`; a fresh Python process reloads it, classifies
-   test PNG files, exports it for TF Serving (`keras_vit.export.export_saved_model`) and
-   sends the PNG bytes through the SavedModel's `serving_default` signature, checking that
-   both agree;
-5. writes an attention-rollout figure (input and [CLS] rollout overlay for several test
-   images) and the training curves (matplotlib PNGs), and prints where each file went.
+   test PNG files (the first test image of each class), exports it for TF Serving
+   (`keras_vit.export.export_saved_model`) and sends the PNG bytes through the SavedModel's
+   `serving_default` signature, checking that both agree;
+5. writes an attention-rollout figure (input and [CLS] rollout overlay of those test
+   images, with a colour bar) and the training curves (validation accuracy per student, the
+   class-head loss all students share; matplotlib PNGs), and prints where each file went.
 
-Run:  python examples/train_fashion_mnist.py [--epochs 12] [--train-size 5000] [--output runs/fashion_mnist]
-Quick check:  python examples/train_fashion_mnist.py --subset 512 --epochs 1
+Run:  python examples/train_fashion_mnist.py [--epochs 30] [--train-size 5000] [--output runs/fashion_mnist]
+Quick check:  python examples/train_fashion_mnist.py --subset 512 --epochs 1 --teacher-epochs 1
 """
 
 import argparse
 import collections
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -38,7 +43,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras_vit_quiet  # noqa: E402
+
+keras_vit_quiet.quiet_tensorflow_logs()  # before TensorFlow is imported
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -63,9 +70,17 @@ FASHION_MNIST_CLASSES = (
 )  # fmt: skip
 GRID = 4  # patches per side: 28 px -> patch 7, 8 px (digits fallback) -> patch 2
 STUDENTS = ("none", "soft", "hard")
-NUM_SERVED = 8  # test images sent as PNG bytes through the SavedModel and shown in the rollout figure
+RESULT_NAMES = {  # result key -> table column
+    "teacher": "CNN teacher",
+    "deit_none": "DeiT, no distillation",
+    "deit_soft": "DeiT, soft distillation",
+    "deit_hard": "DeiT, hard distillation",
+}
+REFERENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "distillation_seeds.json"
 
-Dataset = collections.namedtuple("Dataset", "name x_train y_train x_val y_val x_test y_test class_names")
+Dataset = collections.namedtuple(
+    "Dataset", "name x_train y_train x_teacher y_teacher x_val y_val x_test y_test class_names"
+)
 
 
 # === Data ===
@@ -92,9 +107,10 @@ def read_idx(path):
 def load_dataset(train_size, val_size, seed, directory=FASHION_MNIST_DIR):
     """Fashion-MNIST from Debian's package (or scikit-learn's digits without it), split for the job.
 
-    The training images are shuffled with `seed`; the first `train_size` train the models
-    and the last `val_size` (never trained on) give the per-epoch validation curve. The
-    test images are the held-out set.
+    The training images are shuffled with `seed`; the last `val_size` (never trained on)
+    give the per-epoch validation curve, all the others train the teacher (`x_teacher`) and
+    the first `train_size` of them the students (`x_train`, data-limited). The test images
+    are the held-out set.
 
     Returns:
         `Dataset`: uint8 images (n, height, width) in [0, 255], int32 labels (n,), class names.
@@ -110,11 +126,11 @@ def load_dataset(train_size, val_size, seed, directory=FASHION_MNIST_DIR):
         name, arrays, class_names = "scikit-learn digits", _digits(seed), tuple(str(i) for i in range(10))
     order = np.random.default_rng(seed).permutation(len(arrays["x_train"]))
     val_size = min(val_size, len(order) // 5)
-    train, val = order[: min(train_size, len(order) - val_size)], order[len(order) - val_size :]
+    teacher, val = order[: len(order) - val_size], order[len(order) - val_size :]
+    train = teacher[:train_size]
     x, y = arrays["x_train"], arrays["y_train"].astype("int32")
-    return Dataset(
-        name, x[train], y[train], x[val], y[val], arrays["x_test"], arrays["y_test"].astype("int32"), class_names
-    )
+    x_test, y_test = arrays["x_test"], arrays["y_test"].astype("int32")
+    return Dataset(name, x[train], y[train], x[teacher], y[teacher], x[val], y[val], x_test, y_test, class_names)
 
 
 def _digits(seed):
@@ -153,18 +169,19 @@ def make_augmentation(seed):
     )
 
 
-def training_batches(images, labels, batch_size, seed):
-    """A shuffled, augmented `tf.data.Dataset` of (pixel_values, labels) batches, reshuffled every epoch.
+def training_batches(images, labels, batch_size, seed, augment=True):
+    """A shuffled `tf.data.Dataset` of (pixel_values, labels) batches, reshuffled every epoch, augmented if `augment`.
 
     No MixUp/CutMix: at this budget the students underfit (training accuracy below
     validation accuracy), and mixing lowered every student by about 2 points (seeds 0-1).
     `keras.layers.MixUp` / `CutMix` on {"images", "labels"} with one-hot labels would go here;
     `DistillationTrainer` takes the soft labels.
     """
-    augmentation = make_augmentation(seed)
     dataset = tf.data.Dataset.from_tensor_slices((to_pixel_values(images), labels))
     dataset = dataset.shuffle(len(images), seed=seed).batch(batch_size)
-    dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        augmentation = make_augmentation(seed)
+        dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -173,6 +190,9 @@ def make_teacher(image_size, num_labels):
     """A small convnet (two conv-BatchNorm-ReLU-max-pool stages, a linear classifier), the DeiT teacher.
 
     The paper's teacher is a RegNetY; what matters is a convnet clearly better than the student.
+    The job trains it a few epochs on all its training images without augmentation: with 58,000
+    images it does not overfit in that time, and shifted or erased images slowed it down
+    (`benchmarks/README.md`, the main job's recipe table).
     """
     layers = [keras.Input((image_size, image_size, 1))]
     for filters in (32, 64):
@@ -215,7 +235,8 @@ def fit(model, train, val, epochs, learning_rate, loss=None):
         warmup_steps=warmup,
     )
     model.compile(keras.optimizers.AdamW(schedule, weight_decay=0.05), loss=loss, metrics=["accuracy"])
-    return model.fit(train, epochs=epochs, validation_data=val, verbose=1 if sys.stdout.isatty() else 2)
+    verbose = 1 if sys.stdout.isatty() else 2
+    return model.fit(train, epochs=epochs, validation_data=val, validation_batch_size=500, verbose=verbose)
 
 
 def train_students(data, teacher, args):
@@ -230,7 +251,11 @@ def train_students(data, teacher, args):
         print(f"\n=== DeiT student, distillation={mode!r} ===")
         student = make_student(data.x_train.shape[1], data.class_names, args.hidden_size, args.seed)
         trainer = DistillationTrainer(
-            student, teacher if mode != "none" else None, distillation=mode, label_smoothing=0.1
+            student,
+            teacher if mode != "none" else None,
+            distillation=mode,
+            temperature=args.temperature,
+            label_smoothing=0.1,
         )
         train = training_batches(data.x_train, data.y_train, args.batch_size, args.seed)
         students[mode] = (student, fit(trainer, train, val, args.epochs, args.learning_rate))
@@ -283,7 +308,7 @@ def serve(model_path, export_base, png_paths):
 
 # === Figures ===
 def plot_attention_rollout(student, images, labels, class_names, path):
-    """Input and [CLS] attention-rollout overlay (Abnar & Zuidema 2020) for each image, class names as titles."""
+    """Input and [CLS] attention-rollout overlay (Abnar & Zuidema 2020) for each image, one colour scale for all."""
     import matplotlib.pyplot as plt
 
     pixel_values = to_pixel_values(images)
@@ -291,40 +316,57 @@ def plot_attention_rollout(student, images, labels, class_names, path):
     rollout = attention_rollout(attention_maps(student, pixel_values))
     maps = keras.ops.convert_to_numpy(cls_attention_map(rollout, student.config.grid_size, num_prefix_tokens=2))
     height, width = images.shape[1:]
-    figure, axes = plt.subplots(2, len(images), figsize=(1.9 * len(images), 4.4), squeeze=False)
+    figure, axes = plt.subplots(
+        2, len(images), figsize=(1.7 * len(images) + 1.2, 4.8), squeeze=False, layout="constrained"
+    )
     for i, (image, attention) in enumerate(zip(images, maps)):
         top, bottom = axes[0, i], axes[1, i]
         top.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         top.set_title(f"{class_names[labels[i]]}\npredicted: {class_names[predicted[i]]}", fontsize=9)
         bottom.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        bottom.imshow(attention, cmap="jet", alpha=0.5, interpolation="bilinear", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+        overlay = bottom.imshow(
+            attention, cmap="jet", alpha=0.5, vmin=0, vmax=maps.max(), interpolation="nearest",
+            extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+        )  # fmt: skip
         for axis in (top, bottom):
             axis.set_xticks([])
             axis.set_yticks([])
     axes[0, 0].set_ylabel("input", fontsize=10)
     axes[1, 0].set_ylabel("[CLS] attention rollout", fontsize=10)
-    figure.suptitle("DeiT (hard distillation): where the class token looks, held-out test images", fontsize=11)
-    figure.tight_layout()
+    figure.colorbar(overlay, ax=axes[1, :].tolist(), shrink=0.9, label="rollout weight of the patch")
+    figure.suptitle("DeiT (hard distillation): where the class token looks, one held-out test image per class")
+    figure.text(
+        0.5, -0.02, "Attention rollout (Abnar & Zuidema 2020): each layer's head-averaged attention plus the identity "
+        "(the residual path), multiplied through the layers; the [CLS] row says how much each patch flows into it.",
+        ha="center", va="top", fontsize=9,
+    )  # fmt: skip
     _save_figure(figure, path)
 
 
 def plot_training_curves(histories, path):
-    """Validation accuracy and training loss per epoch of the teacher and each student."""
+    """Validation accuracy per student (the teacher's last one as a line) and the students' class-head loss.
+
+    The class head's cross-entropy with the labels is the one term all three students'
+    objectives share (their totals differ), so it is the loss compared.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for name, history in histories.items():
+        if "cls_loss" not in history.history:  # the teacher: other images, other epochs
+            left.axhline(history.history["val_accuracy"][-1], color="grey", linestyle="--", label=f"{name} (final)")
+            continue
         epochs = np.arange(1, len(history.history["loss"]) + 1)
-        left.plot(epochs, history.history["val_accuracy"], marker="o", label=name)
-        right.plot(epochs, history.history["loss"], marker="o", label=name)
+        (line,) = left.plot(epochs, history.history["val_accuracy"], marker="o", markersize=3, label=name)
+        right.plot(epochs, history.history["cls_loss"], color=line.get_color(), marker="o", markersize=3, label=name)
+        right.plot(epochs, history.history["val_cls_loss"], color=line.get_color(), linestyle="--")
     left.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy (held-out training images)")
-    right.set(xlabel="epoch", ylabel="loss", title="Training loss (each model's own objective)")
+    right.set(xlabel="epoch", ylabel="cross-entropy", title="Class-head cross-entropy with the labels\n(solid: training, dashed: validation)")
     for axis in (left, right):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
+        axis.legend(fontsize=8)
     _save_figure(figure, path)
 
 
@@ -332,29 +374,32 @@ def _save_figure(figure, path):
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
 # === The job ===
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12, help="epochs for the teacher and each student")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs for each student")
+    parser.add_argument("--teacher-epochs", type=int, default=3, help="epochs for the teacher (all training images)")
     parser.add_argument("--train-size", type=int, default=5000, help="training images (data-limited students)")
     parser.add_argument("--subset", type=int, help="quick run: at most this many training and test images")
     parser.add_argument("--hidden-size", type=int, default=64, help="DeiT width")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate")
+    parser.add_argument("--temperature", type=float, default=3.0, help="soft distillation's temperature")
     parser.add_argument("--output", type=Path, default=Path("runs/fashion_mnist"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve", type=Path, metavar="OUTPUT", help=argparse.SUPPRESS)  # the fresh process
     args = parser.parse_args(argv)
-    for name in ("epochs", "train_size", "subset", "hidden_size", "batch_size"):
+    for name in ("epochs", "teacher_epochs", "train_size", "subset", "hidden_size", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"Expected --{name.replace('_', '-')} >= 1. Received: {value}")
-    if not args.learning_rate > 0:
-        parser.error(f"Expected --learning-rate > 0. Received: {args.learning_rate}")
+    for name in ("learning_rate", "temperature"):
+        if not getattr(args, name) > 0:
+            parser.error(f"Expected --{name.replace('_', '-')} > 0. Received: {getattr(args, name)}")
     return args
 
 
@@ -363,22 +408,28 @@ def run(args):
     train_size = min(args.train_size, args.subset or args.train_size)
     data = load_dataset(train_size, val_size=2000, seed=args.seed)
     if args.subset:
-        data = data._replace(x_test=data.x_test[: args.subset], y_test=data.y_test[: args.subset])
+        data = data._replace(
+            x_teacher=data.x_teacher[: args.subset],
+            y_teacher=data.y_teacher[: args.subset],
+            x_test=data.x_test[: args.subset],
+            y_test=data.y_test[: args.subset],
+        )
     print(
-        f"{data.name}: {len(data.x_train)} training, {len(data.x_val)} validation, {len(data.x_test)} held-out test "
-        f"images of {data.x_train.shape[1]}x{data.x_train.shape[2]} px"
+        f"{data.name}: {len(data.x_train)} training images for the students, {len(data.x_teacher)} for the teacher, "
+        f"{len(data.x_val)} validation, {len(data.x_test)} held-out test images of "
+        f"{data.x_train.shape[1]}x{data.x_train.shape[2]} px"
     )
     keras.utils.set_random_seed(args.seed)
     if keras.backend.backend() == "tensorflow":
         tf.config.experimental.enable_op_determinism()  # same --seed, same numbers (TensorFlow backend)
-    print("\n=== CNN teacher ===")
+    print(f"\n=== CNN teacher, {len(data.x_teacher)} training images ===")
     teacher = make_teacher(data.x_train.shape[1], len(data.class_names))
     histories = {
         "CNN teacher": fit(
             teacher,
-            training_batches(data.x_train, data.y_train, args.batch_size, args.seed),
+            training_batches(data.x_teacher, data.y_teacher, args.batch_size, args.seed, augment=False),
             (to_pixel_values(data.x_val), data.y_val),
-            args.epochs,
+            args.teacher_epochs,
             args.learning_rate,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
@@ -390,6 +441,49 @@ def run(args):
     return data, teacher, {mode: s for mode, (s, _) in students.items()}, histories, results
 
 
+def one_per_class(labels, num_classes):
+    """Indices of the first image of each class, in class order (classes absent from `labels` skipped)."""
+    return np.array([np.flatnonzero(labels == c)[0] for c in range(num_classes) if np.any(labels == c)])
+
+
+def budget(args):
+    """The flags that set the numbers of a run (all but --seed and where files go), as a dict."""
+    names = ("train_size", "subset", "epochs", "teacher_epochs", "hidden_size", "batch_size", "learning_rate", "temperature")
+    return {name: getattr(args, name) for name in names}
+
+
+def print_reference(results, args, path=REFERENCE):
+    """Prints this run's held-out accuracies next to `benchmarks/distillation.py`'s mean ± std over seeds.
+
+    The reference is the JSON that benchmark writes; a reference made with other flags is
+    shown with those flags, a missing or single-seed one is named.
+    """
+    if not Path(path).is_file():
+        print(f"\nNo reference over seeds yet ({path}): run benchmarks/distillation.py to write it.")
+        return
+    reference = json.loads(Path(path).read_text())
+    summary, seeds = reference["summary"], reference["seeds"]
+    if summary is None:
+        print(f"\nThe reference ({path}) has one seed, {seeds}: merge more with benchmarks/distillation.py --merge.")
+        return
+    print(
+        f"\n=== This run (seed {args.seed}) next to benchmarks/distillation.py over seeds {seeds} "
+        f"({reference['date']}; {reference['machine']}) ==="
+    )
+    if reference["budget"] != budget(args):
+        print(f"The reference ran other flags: {reference['budget']}; this run: {budget(args)}.")
+    print(f"| setting | this run | reference, mean ± std over {len(seeds)} seeds |")
+    print("| --- | --- | --- |")
+    for key, name in RESULT_NAMES.items():
+        print(f"| {name} | {results[key]:.4f} | {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f} |")
+    difference = summary["hard_minus_none"]
+    print(
+        f"| hard − none (points) | {100 * (results['deit_hard'] - results['deit_none']):+.2f} | "
+        f"{100 * difference['mean']:+.2f} ± {100 * difference['standard_error']:.2f} (mean ± standard error), "
+        f"hard above none in {difference['seeds_above']}/{len(seeds)} seeds |"
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.serve:
@@ -397,33 +491,35 @@ def main(argv=None):
     start = time.time()
     data, _, students, histories, results = run(args)
     print(f"\n=== Held-out accuracy on the {len(data.x_test)} test images ({data.name}) ===")
-    print("| CNN teacher | DeiT, no distillation | DeiT, soft distillation | DeiT, hard distillation |")
+    print("| " + " | ".join(RESULT_NAMES.values()) + " |")
     print("| --- | --- | --- | --- |")
-    print("| " + " | ".join(f"{results[k]:.4f}" for k in ("teacher", "deit_none", "deit_soft", "deit_hard")) + " |")
+    print("| " + " | ".join(f"{results[k]:.4f}" for k in RESULT_NAMES) + " |")
 
     output = args.output
     model_path = output / "deit_hard.keras"
     with atomic_path(model_path) as tmp:
         students["hard"].save(tmp)
-    pngs = write_pngs(data.x_test[:NUM_SERVED], output / "png")
+    shown = one_per_class(data.y_test, len(data.class_names))  # served and shown in the rollout figure
+    pngs = write_pngs(data.x_test[shown], output / "png")
     print(f"\n=== Reloading {model_path} in a fresh process, exporting and serving {len(pngs)} test PNGs ===")
     subprocess.run([sys.executable, __file__, "--serve", str(output)], check=True)
 
     files = {
         "the hard-distilled DeiT": model_path,
         "its TF Serving SavedModel": output / "serving" / "deit" / "1",
-        "the served test PNGs": output / "png",
+        "the served test PNGs (one per class)": output / "png",
         "the attention-rollout figure": output / "attention_rollout.png",
         "the training curves": output / "training_curves.png",
     }
     plot_attention_rollout(
-        students["hard"], data.x_test[:NUM_SERVED], data.y_test[:NUM_SERVED], data.class_names, files["the attention-rollout figure"]
+        students["hard"], data.x_test[shown], data.y_test[shown], data.class_names, files["the attention-rollout figure"]
     )
     plot_training_curves(histories, files["the training curves"])
     print()
     for what, path in files.items():
         print(f"Wrote {what}: {path}")
     print("\nHeld-out accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    print_reference(results, args)
     print(f"Wall time: {time.time() - start:.0f} s")
     return results
 

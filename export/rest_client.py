@@ -12,6 +12,7 @@ for preprocessed float pixels. The reply is `{"predictions": [{"label": ..., "sc
 import argparse
 import base64
 import json
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,6 +36,8 @@ def predict(url, payload, timeout=30):
 
     Raises:
         RuntimeError: with the server's error message (e.g. undecodable image bytes).
+        ConnectionError: naming the URL and the reason when no server answers (refused,
+            unknown host, timeout).
     """
     request = urllib.request.Request(
         url, data=json.dumps(payload).encode("utf-8"), headers={"Content-Type": "application/json"}
@@ -44,15 +47,23 @@ def predict(url, payload, timeout=30):
             return json.loads(response.read())["predictions"]
     except urllib.error.HTTPError as e:
         raise RuntimeError(f"TF Serving answered {e.code}: {e.read().decode('utf-8', 'replace')}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConnectionError(f"No answer from {url}: {reason}") from None
 
 
 def main():
+    """Prints one line per image; a failed request prints one `error:` line and exits 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", help="e.g. http://localhost:8501/v1/models/vit:predict")
     parser.add_argument("images", nargs="+", help="JPEG/PNG files")
     args = parser.parse_args()
-    images = [Path(path).read_bytes() for path in args.images]
-    for path, row in zip(args.images, predict(args.url, images_payload(images))):
+    try:
+        images = [Path(path).read_bytes() for path in args.images]
+        predictions = predict(args.url, images_payload(images))
+    except (OSError, RuntimeError) as e:
+        sys.exit(f"{parser.prog}: error: {' '.join(str(e).split())}")
+    for path, row in zip(args.images, predictions):
         print(f"{path}: {row['label']} ({row['score']:.3f})")
 
 

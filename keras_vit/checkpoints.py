@@ -5,6 +5,10 @@ A checkpoint directory holds `config.json` and one of (first found wins):
 by transformers' TFViT/TFDeiT classes, read with h5py), or `pytorch_model.bin` (read only
 with `torch.load(weights_only=True)`, never unpickled otherwise). Every reader returns the
 Hugging Face PyTorch state dict (names and layouts) that `keras_vit.conversion` maps.
+
+`from_pretrained` also reads timm's layout (`keras_vit.conversion_timm`: a directory with a
+timm `config.json` or none, or one `.safetensors` / `.bin` / `.pth` file) and Google's ViT
+`.npz` files (`keras_vit.conversion_npz`), building the config from the tensors' shapes.
 """
 
 import inspect
@@ -20,6 +24,14 @@ from keras_vit.atomic import atomic_files, committed_paths
 from keras_vit.config import read_config, to_json_string
 from keras_vit.conversion import _canonical_name as canonical_name
 from keras_vit.conversion import load_hf_state_dict, tf_era_qkv_bias, to_hf_state_dict
+from keras_vit.conversion_npz import config_from_npz, npz_to_hf, read_npz, save_npz
+from keras_vit.conversion_timm import (
+    config_from_timm,
+    is_timm_state_dict,
+    timm_model_args,
+    timm_to_hf,
+    to_timm_state_dict,
+)
 from keras_vit.hub import (
     CONFIG_NAME,
     PYTORCH_WEIGHTS_NAME,
@@ -300,6 +312,80 @@ def check_shapes(config, state_dict):
                     f"The checkpoint does not fit its config: tensor {name!r} has shape {tuple(np.shape(value))}, "
                     f"the config gives {shape} ({values})."
                 )
+_FOREIGN_READERS = {
+    ".npz": read_npz,
+    ".safetensors": _read_safetensors,
+    ".bin": _read_pytorch_bin,
+    ".pth": _read_pytorch_bin,
+    ".pt": _read_pytorch_bin,
+}
+# Config fields the tensors' shapes fix: a value the caller passes must agree with them.
+_SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size", "num_channels", "qkv_bias")
+
+
+def _foreign_weights(source):
+    """(weights file, timm config.json dict or None) of a timm / .npz checkpoint; None for Hugging Face's."""
+    source = Path(source)
+    if source.is_file():
+        if source.suffix not in _FOREIGN_READERS:
+            raise ValueError(
+                f"Expected a checkpoint directory or a weights file ending in {sorted(_FOREIGN_READERS)}. "
+                f"Received: {str(source)!r}"
+            )
+        return source, None
+    hub_config = read_json_file(source / CONFIG_NAME) if (source / CONFIG_NAME).is_file() else None
+    if hub_config is not None and not (isinstance(hub_config, dict) and "architecture" in hub_config):
+        return None  # a Hugging Face config.json (timm's names an `architecture`)
+    files = [source / n for n in (SAFETENSORS_NAME, PYTORCH_WEIGHTS_NAME)] + sorted(source.glob("*.npz"))
+    files = [f for f in files if f.is_file()]
+    return (files[0], hub_config) if files else None
+
+
+def read_foreign_checkpoint(path_or_repo_id, revision=None, cache_dir=None, local_files_only=False, overrides=None):
+    """Reads a timm or Google `.npz` checkpoint; None for a Hugging Face one.
+
+    Args:
+        path_or_repo_id: a weights file (`.safetensors`, `.bin`, `.pth`, `.pt`, `.npz`), a
+            directory (timm's Hub layout: `config.json` with `architecture` and
+            `model.safetensors` or `pytorch_model.bin`; or weights without `config.json`),
+            or a Hub repo id.
+        overrides: config fields the caller passes; `num_attention_heads` is used for a
+            timm state dict, whose shapes do not give it.
+
+    Returns:
+        None for a Hugging Face checkpoint, else (config fields with `model_type`, model
+        class name, Hugging Face state dict).
+
+    Raises:
+        ValueError: for a timm/npz variant keras_vit does not run, unknown heads, or a
+            field in `overrides` that the tensors' shapes contradict (named).
+    """
+    overrides = overrides or {}
+    source = Path(path_or_repo_id)
+    if not source.is_file():
+        source = resolve_checkpoint(path_or_repo_id, revision, cache_dir, local_files_only)
+    found = _foreign_weights(source)
+    if found is None:
+        return None
+    path, hub_config = found
+    state = _FOREIGN_READERS[path.suffix](path)
+    if path.suffix == ".npz":
+        fields, architecture = config_from_npz(state)
+        state, checked = npz_to_hf(state), (*_SHAPE_FIELDS, "num_attention_heads")
+    elif is_timm_state_dict(state):
+        hf_state = timm_to_hf(state)
+        fields, architecture = config_from_timm(state, hub_config, overrides.get("num_attention_heads"))
+        state, checked = hf_state, _SHAPE_FIELDS
+    elif hub_config is None and path.parent == source:
+        return None  # Hugging Face weights without config.json: the Hugging Face path says so
+    else:
+        raise ValueError(f"Expected timm ViT/DeiT tensor names in {path}. Received: {sorted(state)[:10]}")
+    for name in checked:
+        if name in overrides and overrides[name] != fields[name]:
+            raise ValueError(
+                f"Expected {name}={fields[name]!r}, as the tensors of {path} have it. Received: {name}={overrides[name]!r}"
+            )
+    return fields, architecture, state
 
 
 def from_pretrained(model_class, path_or_repo_id, ignore_mismatched_sizes=False, revision=None, cache_dir=None,
@@ -319,32 +405,41 @@ def from_pretrained(model_class, path_or_repo_id, ignore_mismatched_sizes=False,
             f"{model_class.__name__}.from_pretrained got unexpected keyword argument(s) {unknown}. Expected config "
             f"fields among {sorted(field_names)} or construction arguments among {sorted(construction_names)}."
         )
-    directory = resolve_checkpoint(path_or_repo_id, revision, cache_dir, local_files_only)
-    saved = committed_paths(directory, [SAFETENSORS_NAME, CONFIG_NAME])
-    if saved[CONFIG_NAME] == directory / CONFIG_NAME:
-        config = read_config(directory, config_class)
-        weights = weights_file(directory)
-        read = _READERS[weights.name]
-    else:  # a save_pretrained killed between its renames: the old pair, from its backups
-        config = config_class.from_json_file(saved[CONFIG_NAME])
-        weights, read = saved[SAFETENSORS_NAME], _read_safetensors
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in field_names}
-    if overrides:
-        if "num_labels" in overrides and "id2label" not in overrides:
-            overrides["id2label"] = None
-            overrides["label2id"] = None
-        config = config_class.from_dict({**config.to_dict(), **overrides})
-    state_dict = read(weights)
-    if weights.name == TF_WEIGHTS_NAME:
-        config = tf_era_qkv_bias(config, state_dict)
+    if "num_labels" in overrides and "id2label" not in overrides:
+        overrides["id2label"] = None
+        overrides["label2id"] = None
+    foreign = read_foreign_checkpoint(path_or_repo_id, revision, cache_dir, local_files_only, overrides)
+    if foreign is not None:
+        fields, _, state_dict = foreign
+        fields.pop("model_type")
+        config = config_class(**{**fields, **overrides})
+    else:
+        directory = resolve_checkpoint(path_or_repo_id, revision, cache_dir, local_files_only)
+        saved = committed_paths(directory, [SAFETENSORS_NAME, CONFIG_NAME])
+        if saved[CONFIG_NAME] == directory / CONFIG_NAME:
+            config = read_config(directory, config_class)
+            weights = weights_file(directory)
+            read = _READERS[weights.name]
+        else:  # a save_pretrained killed between its renames: the old pair, from its backups
+            config = config_class.from_json_file(saved[CONFIG_NAME])
+            weights, read = saved[SAFETENSORS_NAME], _read_safetensors
+        if overrides:
+            config = config_class.from_dict({**config.to_dict(), **overrides})
+        state_dict = read(weights)
+        if weights.name == TF_WEIGHTS_NAME:
+            config = tf_era_qkv_bias(config, state_dict)
     check_shapes(config, state_dict)
     model = model_class(config, **kwargs)
     load_hf_state_dict(model, state_dict, ignore_mismatched_sizes)
     return model
 
 
-def save_pretrained(model, directory):
+def save_pretrained(model, directory, format="hf"):
     """Writes `config.json` and `model.safetensors` in the Hugging Face layout; returns `directory`.
+
+    `format="timm"` writes timm's layout instead (`_save_timm`); `format="npz"` writes
+    Google's ViT parameter names to `directory/model.npz` (`keras_vit.conversion_npz`).
 
     The config is serialised first (a value JSON cannot hold is a ValueError naming the
     field, before anything is written), then both files are written to temporary siblings
@@ -364,6 +459,13 @@ def save_pretrained(model, directory):
     from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
+    if format not in ("hf", "timm", "npz"):
+        raise ValueError(f"Expected format to be 'hf', 'timm' or 'npz'. Received: format={format!r}")
+    if format == "timm":
+        return _save_timm(model, directory)
+    if format == "npz":
+        save_npz(model, Path(directory) / "model.npz")
+        return Path(directory)
     directory = Path(directory)
     config = model.config.to_dict()
     config["architectures"] = [type(model).__name__]
@@ -373,5 +475,32 @@ def save_pretrained(model, directory):
             save_file(to_hf_state_dict(model), str(tmp[SAFETENSORS_NAME]), metadata={"format": "pt"})
         except SafetensorError as e:  # the I/O error (e.g. a full disk) as Python's own
             raise OSError(f"Could not write {directory / SAFETENSORS_NAME}: {e}") from None
+        tmp[CONFIG_NAME].write_text(config_text, encoding="utf-8")
+    return directory
+
+
+def _save_timm(model, directory):
+    """Writes timm's Hub layout: `model.safetensors` (timm names) and a timm `config.json`.
+
+    `timm.create_model(architecture, num_classes=num_classes, **model_args)` builds the
+    model whose `load_state_dict` takes the weights: `model_args` give every size, the
+    architecture only the family. timm's `LayerNorm` epsilon is 1e-6, so a config with
+    another `layer_norm_eps` gives slightly different outputs there.
+    """
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    config = model.config
+    distilled = any(w.path.endswith("embeddings/distillation_token") for w in model.weights)
+    hub_config = {
+        "architecture": "deit_base_distilled_patch16_224" if distilled else "vit_base_patch16_224",
+        "num_classes": config.num_labels,
+        "num_features": config.hidden_size,
+        "model_args": timm_model_args(config),
+        "label_names": [config.id2label[i] for i in range(config.num_labels)],
+    }
+    config_text = to_json_string(hub_config)
+    with atomic_files(directory, [SAFETENSORS_NAME, CONFIG_NAME]) as tmp:
+        save_file(to_timm_state_dict(model), str(tmp[SAFETENSORS_NAME]), metadata={"format": "pt"})
         tmp[CONFIG_NAME].write_text(config_text, encoding="utf-8")
     return directory

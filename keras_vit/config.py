@@ -7,6 +7,7 @@ are kept and written back unchanged.
 """
 
 import copy
+import difflib
 import inspect
 import json
 import math
@@ -142,6 +143,40 @@ def _check_model_size(config):
     )
 
 
+def _default_id2label(num_labels):
+    return {i: f"LABEL_{i}" for i in range(num_labels)}
+
+
+def _default_label2id(num_labels):
+    return {f"LABEL_{i}": i for i in range(num_labels)}
+
+
+def _config_fields(config_class):
+    """The fields `config_class(...)` takes as named arguments (`hidden_size`, …, `problem_type`)."""
+    parameters = inspect.signature(config_class.__init__).parameters
+    return tuple(n for n, p in parameters.items() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+# config.json fields a config also takes as keywords: kept in `extra`, checked by `validate`.
+_FILE_KEYWORDS = ("model_type", "architectures")
+
+
+def _check_keywords(config_class, kwargs):
+    """Raises TypeError naming the keywords of `kwargs` that are not config fields, with the closest."""
+    fields = (*_config_fields(config_class), *_FILE_KEYWORDS)
+    unknown = [k for k in kwargs if k not in fields]
+    if not unknown:
+        return
+    guesses = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), fields, n=1)
+        guesses.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    raise TypeError(
+        f"{config_class.__name__} got unknown keyword argument(s): {', '.join(guesses)}. Expected fields among "
+        f"{list(fields)}; `{config_class.__name__}.from_dict` keeps the other fields of a config.json."
+    )
+
+
 class ViTConfig:
     """Configuration of a Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words").
 
@@ -176,9 +211,15 @@ class ViTConfig:
             "single_label_classification", "multi_label_classification"): the built-in
             classifier loss (`keras_vit.losses.classification_loss`); None infers it from
             num_labels and the labels' dtype, as transformers.
-        **kwargs: other `config.json` fields, stored and written back unchanged.
+        architectures: list of str, the model classes of a checkpoint (optional, as in
+            transformers' `config.json`).
+
+    `from_dict` / `from_json_file` / `from_pretrained` keep the other fields of a
+    `config.json` (`transformers_version`, …) in `extra` and write them back unchanged.
 
     Raises:
+        TypeError: for an unknown keyword (a typo such as `num_hiden_layers`), naming it and
+            the closest field.
         ValueError: naming the field and value, when a size is not positive, `hidden_size`
             is not divisible by `num_attention_heads`, `image_size` is not divisible by
             `patch_size`, a probability is outside [0, 1), an activation is unknown,
@@ -241,6 +282,7 @@ class ViTConfig:
         self.pooler_act = pooler_act
         self.problem_type = problem_type
         kwargs.pop("model_type", None)
+        _check_keywords(type(self), kwargs)
         self.extra = kwargs
         self.id2label = self._id2label(num_labels, id2label)
         self._label2id = self._checked_label2id(label2id)
@@ -287,7 +329,7 @@ class ViTConfig:
                     f"Expected num_labels <= {MAX_NUM_LABELS} (keras_vit.config.MAX_NUM_LABELS; raise it for more). "
                     f"Received: num_labels={num_labels}"
                 )
-            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+            id2label = _default_id2label(num_labels)
         return id2label
 
     def validate(self):
@@ -414,7 +456,11 @@ class ViTConfig:
             raise ValueError(
                 f"Expected model_type={cls.model_type!r} for {cls.__name__}. Received: model_type={model_type!r}"
             )
-        return cls(**config_dict)
+        fields = _config_fields(cls)
+        config = cls(**{k: v for k, v in config_dict.items() if k in fields})
+        config.extra = {k: v for k, v in config_dict.items() if k not in fields and k != "model_type"}
+        config.validate()
+        return config
 
     def to_json_string(self):
         """The `config.json` text; raises ValueError naming a field JSON cannot hold (see `to_json_string`)."""
@@ -451,8 +497,25 @@ class ViTConfig:
         return cls(**{**preset_fields(name, cls.model_type), **overrides})
 
     def replace(self, **changes):
-        """Returns a copy with `changes` applied (and validated)."""
-        return type(self).from_dict({**self.to_dict(), **changes})
+        """Returns a copy with `changes` applied (and validated).
+
+        `num_labels` without `id2label` regenerates the default labels (`LABEL_0`, …).
+
+        Raises:
+            TypeError: for a keyword that is neither a field nor one of `extra`'s keys.
+            ValueError: for `num_labels` without `id2label` when the config has its own
+                class names, or as the constructor.
+        """
+        _check_keywords(type(self), {k: v for k, v in changes.items() if k not in self.extra})
+        fields = self.to_dict()
+        if "num_labels" in changes and "id2label" not in changes and changes["num_labels"] != self.num_labels:
+            if self.id2label != _default_id2label(self.num_labels) or self.label2id != _default_label2id(self.num_labels):
+                raise ValueError(
+                    "Expected id2label (and label2id) next to num_labels: the config has its own class names "
+                    f"{list(self.id2label.values())}. Received: num_labels={changes['num_labels']!r}"
+                )
+            del fields["id2label"], fields["label2id"]
+        return type(self).from_dict({**fields, **changes})
 
     def __eq__(self, other):
         return type(self) is type(other) and self.to_dict() == other.to_dict()

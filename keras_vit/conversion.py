@@ -19,6 +19,7 @@ import logging
 import math
 import re
 
+import keras
 import numpy as np
 
 from keras_vit.layers.position_interpolation import resample_position_embeddings
@@ -246,16 +247,53 @@ def load_hf_state_dict(model, state_dict, ignore_mismatched_sizes=False):
     return {"initialized": sorted(initialized), "ignored": ignored, "resized": resized}
 
 
+def _float_kernel(dense):
+    """The float32 kernel a LoRA-adapted or int8-quantized Keras `Dense` multiplies by.
+
+    int8: the stored kernel divided by its per-output-channel `kernel_scale` (Keras'
+    dequantization). LoRA: W + (lora_alpha / rank) · A · B, what peft's `merge_and_unload`
+    writes.
+
+    Raises:
+        ValueError: for a quantization mode other than int8 (int4, float8, GPTQ, AWQ).
+    """
+    mode = dense.quantization_mode
+    if mode not in (None, "int8"):
+        raise ValueError(
+            f"Expected the Dense layers to be unquantized or int8-quantized to write Hugging Face weights. "
+            f"Received: quantization_mode={mode!r} on {dense.path}. Save with `model.save(...)` (.keras) instead."
+        )
+    kernel = np.asarray(dense._kernel.numpy(), dtype="float32")
+    if mode == "int8":
+        kernel = kernel / np.asarray(dense.kernel_scale.numpy(), dtype="float32")
+    if dense.lora_enabled:
+        low_rank = np.asarray(dense.lora_kernel_a.numpy(), "float32") @ np.asarray(dense.lora_kernel_b.numpy(), "float32")
+        kernel = kernel + np.float32(dense.lora_alpha / dense.lora_rank) * low_rank
+    return kernel
+
+
 def to_hf_state_dict(model):
     """Returns the model's weights as a Hugging Face PyTorch state dict (name -> float32 array).
 
     Task models prefix encoder weights with their backbone's layer name (`vit.` / `deit.`),
-    as Hugging Face saves them.
+    as Hugging Face saves them. Kernels of LoRA-adapted layers are written merged and those
+    of int8-quantized layers dequantized (`_float_kernel`), so transformers and
+    `from_pretrained` compute what the model computes.
+
+    Raises:
+        ValueError: if a layer is quantized in another mode than int8.
     """
     backbone = _backbone(model)
     prefix = "" if backbone is model else f"{backbone.name}."
+    adapted = {
+        layer._kernel.path: layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.Dense) and (layer.lora_enabled or layer.quantization_mode is not None)
+    }
     state = {}
     for entry in _entries(model):
-        for name, array in zip(entry.names, entry.to_hf(np.asarray(entry.variable.numpy(), dtype="float32"))):
+        layer = adapted.get(entry.variable.path)
+        value = _float_kernel(layer) if layer is not None else np.asarray(entry.variable.numpy(), dtype="float32")
+        for name, array in zip(entry.names, entry.to_hf(value)):
             state[name if _is_head(name) and name != "embeddings.mask_token" else prefix + name] = np.ascontiguousarray(array)
     return state

@@ -21,7 +21,7 @@ Signatures (tag "serve"):
                      pixels (default PIL's decompression-bomb limit, 89,478,485; a GIF
                      counts its screen plus each frame's size, for every frame), and one
                      whose size it cannot read (JPEG XL, animated WebP, an empty string,
-                     other formats; the message names `images[i]`); decodes it to RGB (alpha
+                     other formats; the message names the image's place in the batch); decodes it to RGB (alpha
                      dropped, grayscale repeated; luma for 1-channel models); applies its
                      JPEG EXIF orientation as the PIL processor does; refuses one that
                      would resize to more than `MAX_RESIZED_PIXELS` (4096 x 4096, e.g.
@@ -46,8 +46,11 @@ Outputs (same for both signatures, float32 unless noted):
                              (batch, pooler_output_size) when the model has a pooler.
 
 No output is named `output_0` or ends in `_bytes` (TF Serving's REST API would base64 it).
-The graph has no XLA ops (no `XlaCallModule`, nothing must-compile) and stores each weight
-once.
+The graph has no `XlaCallModule` op and stores each weight once. By default nothing in it
+must be compiled by XLA, so a stock TF Serving runs it; with `jit_compile=True` the model
+part of both signatures (everything after the images are decoded and preprocessed, and
+before `label` is looked up) is a `tf.function(jit_compile=True)`, which TF Serving runs only
+when started with `XLA_SERVER_FLAG`.
 """
 
 import contextlib
@@ -82,6 +85,11 @@ CLAIM_PREFIX = ".tmp-"  # <export_base>/.tmp-<version>: the version's claim, and
 OLD_PREFIX = ".old-"  # <export_base>/.old-<version>-<token>: an overwritten version, until it is removed
 MAX_VERSION = 2**63 - 1  # TF Serving reads version numbers as int64
 VERIFY_ATOL = 1e-4
+# bfloat16 keeps 8 significant bits and int8 layers requantize their inputs: the graph and Keras
+# round in different places, which moves outputs by more than float32 rounding.
+VERIFY_ATOL_LOW_PRECISION = 0.05
+SERVING_DTYPES = ("float32", "bfloat16", "mixed_bfloat16")
+XLA_SERVER_FLAG = "--xla_cpu_compilation_enabled=true"  # TF Serving's flag to run jit_compile exports
 
 
 def export_saved_model(
@@ -94,6 +102,8 @@ def export_saved_model(
     sample_images=None,
     verbose=True,
     max_image_pixels=MAX_IMAGE_PIXELS,
+    jit_compile=False,
+    dtype=None,
 ):
     """Writes `model` as version `version` of a TF Serving model, atomically.
 
@@ -128,7 +138,8 @@ def export_saved_model(
             read with `ImagePreprocessing.from_processor`. Missing flags count as False.
         overwrite: bool, replace an existing `<export_base>/<version>`.
         verify: bool, reload the SavedModel before publishing it and check both signatures
-            against the Keras model on `sample_images` (max |difference| <= 1e-4).
+            against the Keras model on `sample_images` (max |difference| <= `VERIFY_ATOL`,
+            `VERIFY_ATOL_LOW_PRECISION` for a model computing in bfloat16 or quantized).
         sample_images: None (two synthetic PNGs are used) or a non-empty list of encoded
             images (bytes); they also make up the warmup requests.
         verbose: bool, print each step and its duration.
@@ -136,6 +147,18 @@ def export_saved_model(
             image, checked from the headers before decoding
             (`keras_vit.image_decoding.declared_pixels`: width x height; for a GIF the
             screen plus each frame, summed over its frames).
+        jit_compile: bool, run the model part of both signatures as one XLA-compiled
+            function (`tf.function(jit_compile=True)`; compiled once per batch size, at
+            warm-up or on the first request of that size). Faster on CPU (see
+            `benchmarks/serving_latency.py`), but TF Serving then needs the flag
+            `--xla_cpu_compilation_enabled=true`; without it every request fails.
+        dtype: None to serve the model in its own dtype policy, or one of `SERVING_DTYPES`
+            to serve a copy of it in that Keras dtype policy: `"bfloat16"` stores and
+            computes in bfloat16 (half the variables' size; fast on CPUs with AVX-512 BF16 or
+            AMX), `"mixed_bfloat16"` keeps float32 variables. Inputs and outputs stay
+            float32. Verification then allows `VERIFY_ATOL_LOW_PRECISION` (the reloaded
+            graph against the Keras model in the same policy); the drift against float32 is
+            in `benchmarks/serving_latency.py`.
 
     Returns:
         `pathlib.Path` of the version directory.
@@ -144,7 +167,8 @@ def export_saved_model(
         ValueError: before any heavy work, for a model that is not a classification or
             feature model (or has num_labels == 0), `config.num_channels` other than 1 or
             3, a `processor` given with a model that contains `ImagePreprocessing`, a bad
-            `version` or `max_image_pixels`, an existing version without `overwrite=True`
+            `version`, `max_image_pixels`, `jit_compile` or `dtype`, a `dtype` for a
+            quantized model, an existing version without `overwrite=True`
             (naming its path), a version path that is a file or symlink (even with
             `overwrite=True`), a version being exported by another process, an `export_base`
             that is a file, processor settings that cannot be
@@ -168,11 +192,14 @@ def export_saved_model(
     """
     model, layer = split_preprocessing(model)
     outputs = _output_names(model)
+    _check_dtype(model, dtype)
     layer = _preprocessing_layer(model, processor, layer)
     if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
         raise ValueError(
             f"Expected max_image_pixels to be a positive int. Received: max_image_pixels={max_image_pixels!r}"
         )
+    if not isinstance(jit_compile, bool):
+        raise ValueError(f"Expected jit_compile to be True or False. Received: jit_compile={jit_compile!r}")
     preprocessing = functools.partial(
         _preprocess_images, layer=layer, channels=model.config.num_channels, max_image_pixels=max_image_pixels
     )
@@ -192,10 +219,13 @@ def export_saved_model(
     tmp, version = _claim(export_base, version)
     target = export_base / str(version)
     try:
+        if dtype is not None:
+            with log(f"copying the model to dtype {dtype}"):
+                model = _copy_in_dtype(model, dtype)
         with log("preprocessing sample images"):
             pixel_values = preprocessing(tf.constant(samples))
         with log("tracing signatures"):
-            archive = _archive(model, preprocessing, outputs)
+            archive = _archive(model, preprocessing, outputs, jit_compile)
         with log(f"saving to {tmp}"):
             archive.write_out(tmp, verbose=False)
         with log("writing warmup requests"):
@@ -239,6 +269,27 @@ def _output_names(model):
         "Expected a classification model (outputs `logits`) or a feature model (outputs `last_hidden_state`). "
         f"Received: {type(model).__name__} with outputs {sorted(names)}"
     )
+
+
+def _check_dtype(model, dtype):
+    if dtype is not None and dtype not in SERVING_DTYPES:
+        raise ValueError(f"Expected dtype to be None or one of {SERVING_DTYPES}. Received: dtype={dtype!r}")
+    if dtype is not None and _is_quantized(model):
+        raise ValueError(
+            f"Expected dtype=None for a quantized model (its quantized weights keep their own dtype). Received: "
+            f"dtype={dtype!r}"
+        )
+
+
+def _is_quantized(model):
+    return any(layer.quantization_mode is not None for layer in model._flatten_layers())
+
+
+def _copy_in_dtype(model, dtype):
+    """A copy of `model` (same config and weights) in the Keras dtype policy `dtype`."""
+    copy = type(model).from_config({**model.get_config(), "dtype": dtype})
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _serving_apis():
@@ -387,17 +438,17 @@ def _preprocessing_layer(model, processor, layer):
 def _preprocess_images(images, layer, channels, max_image_pixels):
     """tf.string (batch,) encoded images -> float32 pixel_values in the model's layout.
 
-    An empty batch fails (`InvalidArgumentError`), as does an image that is empty or
-    unreadable, naming its index (`images[i]`). Each image is checked against
+    An empty batch fails (`InvalidArgumentError`), as does an image that is empty,
+    unreadable or cut short, naming its index ("image i of the batch (counting from 0)"). Each image is checked against
     `max_image_pixels` from its headers, decoded with its EXIF
     orientation (`keras_vit.image_decoding.decode_image`), converted to luma for 1-channel
     models, checked against `MAX_RESIZED_PIXELS` after resizing, then run through `layer`.
     """
     output_shape = layer.compute_output_shape((1, None, None, channels))[1:]
 
-    def preprocess(inputs):
-        encoded, index = inputs
-        name = tf.strings.join([f"{IMAGES_INPUT}[", tf.strings.as_string(index), "]"])
+    def preprocess(index_and_image):
+        index, encoded = index_and_image
+        name = tf.strings.format("image {} of the batch (counting from 0)", index)
         image = tf.cast(decode_image(encoded, max_image_pixels, name=name), tf.float32)
         if channels == 1:
             image = tf.round(tf.image.rgb_to_grayscale(image))
@@ -417,7 +468,7 @@ def _preprocess_images(images, layer, channels, max_image_pixels):
     message = f"Expected at least one image in {IMAGES_INPUT}. Received: an empty batch, shape (0,)"
     with tf.control_dependencies([tf.debugging.Assert(count > 0, [message])]):
         indices = tf.range(count, dtype=tf.int64)
-    return tf.map_fn(preprocess, (images, indices), fn_output_signature=tf.TensorSpec(output_shape, tf.float32))
+    return tf.map_fn(preprocess, (indices, images), fn_output_signature=tf.TensorSpec(output_shape, tf.float32))
 
 
 def _sample_images(sample_images, config, output_hw):
@@ -444,35 +495,54 @@ def _sample_images(sample_images, config, output_hw):
 
 
 # === Export steps ===
-def _serving_outputs(model, pixel_values, names):
-    """The signature outputs (see the module docstring) of `model` on `pixel_values`."""
+def _numeric_outputs(model, pixel_values, names):
+    """The float32 signature outputs of `model` on `pixel_values`: all but `label`."""
     outputs = {k: tf.cast(v, tf.float32) for k, v in model(pixel_values, training=False).items() if k in names}
     if "logits" in outputs:
-        id2label = model.config.id2label
-        vocabulary = tf.constant([id2label[i] for i in range(len(id2label))])
         outputs["probabilities"] = tf.nn.softmax(outputs["logits"], axis=-1)
-        outputs["label"] = tf.gather(vocabulary, tf.argmax(outputs["probabilities"], axis=-1))
         outputs["score"] = tf.reduce_max(outputs["probabilities"], axis=-1)
     return outputs
 
 
-def _archive(model, preprocessing, names):
+def _serving_outputs(model, pixel_values, names):
+    """The signature outputs (see the module docstring) of `model` on `pixel_values`."""
+    return _with_label(model, _numeric_outputs(model, pixel_values, names))
+
+
+def _with_label(model, outputs):
+    """`outputs` with `label`, `config.id2label` of the argmax, for a classifier."""
+    if "logits" in outputs:
+        id2label = model.config.id2label
+        vocabulary = tf.constant([id2label[i] for i in range(len(id2label))])
+        outputs["label"] = tf.gather(vocabulary, tf.argmax(outputs["probabilities"], axis=-1))
+    return outputs
+
+
+def _archive(model, preprocessing, names, jit_compile=False):
     """An ExportArchive with both signatures, traced.
 
     The model is not `track`ed: the archive then saves exactly the variables the traced
-    functions capture, each once (tracking it also saves Keras' variable wrappers).
+    functions capture, each once (tracking it also saves Keras' variable wrappers). With
+    `jit_compile`, both signatures call one `tf.function(jit_compile=True)` for the model.
     """
     pixel_shape = (None, *model.inputs[0].shape[1:])  # pixel_values comes first
+    numeric_outputs = functools.partial(_numeric_outputs, model, names=names)
+    if jit_compile:
+        numeric_outputs = tf.function(numeric_outputs, jit_compile=True)
+
+    def serve(pixel_values):
+        return _with_label(model, numeric_outputs(pixel_values))
+
     archive = keras.export.ExportArchive()
     endpoints = [
         archive.add_endpoint(
             SERVING_SIGNATURE,
-            lambda images: _serving_outputs(model, preprocessing(images), names),
+            lambda images: serve(preprocessing(images)),
             input_signature=[tf.TensorSpec((None,), tf.string, name=IMAGES_INPUT)],
         ),
         archive.add_endpoint(
             PIXELS_SIGNATURE,
-            lambda pixel_values: _serving_outputs(model, pixel_values, names),
+            serve,
             input_signature=[tf.TensorSpec(pixel_shape, tf.float32, name=PIXELS_INPUT)],
         ),
     ]
@@ -495,7 +565,15 @@ def _write_warmup(path, requests):
 
 
 def _verify(path, model, names, samples, pixel_values):
-    """Raises ValueError unless both reloaded signatures match the Keras model within VERIFY_ATOL."""
+    """Raises ValueError unless both reloaded signatures match the Keras model.
+
+    Within VERIFY_ATOL, or VERIFY_ATOL_LOW_PRECISION for a model computing in bfloat16 or
+    with quantized layers.
+    """
+    low_precision = _is_quantized(model) or any(
+        layer.compute_dtype == "bfloat16" for layer in model._flatten_layers()
+    )
+    atol = VERIFY_ATOL_LOW_PRECISION if low_precision else VERIFY_ATOL
     expected = _serving_outputs(model, pixel_values, names)
     loaded = tf.saved_model.load(str(path))
     results = {
@@ -509,10 +587,10 @@ def _verify(path, model, names, samples, pixel_values):
             if result[name].dtype == tf.string:
                 continue
             error = float(np.max(np.abs(result[name].numpy() - expected[name].numpy())))
-            if not error <= VERIFY_ATOL:
+            if not error <= atol:
                 raise ValueError(
                     f"Verification failed: output {name!r} of signature {signature!r} differs from the Keras model "
-                    f"by {error:.3g} (> {VERIFY_ATOL}). Nothing was published."
+                    f"by {error:.3g} (> {atol}). Nothing was published."
                 )
 
 

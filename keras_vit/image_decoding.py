@@ -322,8 +322,9 @@ def decode_image(encoded, max_image_pixels, name="image"):
     Fails (`InvalidArgumentError`, naming `name`), before decoding: when the headers declare
     more than `max_image_pixels` pixels (`declared_pixels`; the message gives the size and
     the limit), for an empty string, and for bytes whose size cannot be read (JPEG XL,
-    animated WebP, a broken GIF, other formats); and, as `tf.io.decode_image` does, on a
-    JPEG, PNG, GIF, BMP or WebP image that does not decode.
+    animated WebP, a broken GIF, other formats); then for an image cut short or a 16-bit
+    grayscale PNG (`is_complete_image`); and, as `tf.io.decode_image` does, on a JPEG, PNG,
+    GIF, BMP or WebP image that does not decode.
     """
     height, width = image_hw_from_header(encoded)
     pixels = declared_pixels(encoded, stop_above=max_image_pixels)
@@ -341,6 +342,44 @@ def decode_image(encoded, max_image_pixels, name="image"):
     ])
     readable = pixels != UNREADABLE
     check = tf.debugging.Assert(readable & (pixels <= max_image_pixels), [tf.where(readable, too_large, unreadable)])
+    with tf.control_dependencies([check]):  # then, the size known to be bounded: is the file whole?
+        incomplete = tf.strings.join(
+            ["Expected ", name, " to be a complete JPEG, PNG, GIF, BMP or WebP image of 8 bits per channel."]
+        )
+        check = tf.debugging.Assert(is_complete_image(encoded), [incomplete])
     with tf.control_dependencies([check]):
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     return apply_orientation(image, exif_orientation(encoded))
+
+
+def is_complete_image(encoded):
+    """Whether `encoded` (tf.string scalar) is, by its structure, an image `decode_image` reads as
+    the PIL processor does: a JPEG, PNG, GIF, BMP or WebP, not cut short, and no 16-bit
+    grayscale PNG (the processor refuses it: converting to RGB would clip above 255).
+
+    "Not cut short": a PNG holds its IEND chunk, a JPEG an EOI marker (FF D9), a BMP or WebP
+    at least the size its header declares. Damage inside the compressed data is left to the
+    decoder. Returns a bool scalar.
+    """
+    data = tf.strings.join([encoded, b"\x00" * _PADDING])
+    size = tf.cast(tf.strings.length(encoded), tf.int64)
+
+    def contains(marker):
+        return tf.shape(tf.strings.split(tf.reshape(encoded, (1,)), sep=marker, maxsplit=1).values)[0] == 2
+
+    def png():
+        gray_16_bit = tf.logical_and(tf.equal(_uint(data, 24, 1, False), 16), tf.equal(_uint(data, 25, 1, False), 0))
+        return tf.logical_and(tf.logical_not(gray_16_bit), contains(b"IEND"))
+
+    return tf.case(
+        [
+            (_starts_with(data, b"\x89PNG\r\n\x1a\n"), png),
+            (_starts_with(data, b"\xff\xd8\xff"), lambda: contains(b"\xff\xd9")),
+            (_starts_with(data, b"GIF8"), lambda: tf.constant(True)),
+            (_starts_with(data, b"BM"), lambda: _uint(data, 2, 4, True) <= size),
+            (tf.logical_and(_starts_with(data, b"RIFF"), _starts_with(data, b"WEBP", 8)),
+             lambda: _uint(data, 4, 4, True) + 8 <= size),
+        ],
+        default=lambda: tf.constant(False),
+        exclusive=True,
+    )

@@ -37,15 +37,36 @@ def _is_integer(labels):
     return "int" in keras.backend.standardize_dtype(ops.convert_to_tensor(labels).dtype)
 
 
+def _class_ids_message(num_labels):
+    return f"Expected integer class labels in [0, {num_labels}) (num_labels={num_labels})."
+
+
 def _raise_for_bad_class_ids(ids, num_labels):
     ids = np.asarray(ids)
     bad = (ids < 0) | (ids >= num_labels) | (ids != np.round(ids))
     if bad.any():
         values = sorted(set(ids[bad].tolist()))
         raise ValueError(
-            f"Expected integer class labels in [0, {num_labels}) (num_labels={num_labels}). "
-            f"Received: labels with values {values[:10]}"
+            f"{_class_ids_message(num_labels)} Received: labels with values {values[:10]}. Map the labels to "
+            f"0..{num_labels - 1}, or build the model with a config whose num_labels covers them."
         )
+
+
+def check_labels(labels, num_labels, problem_type=None):
+    """Checks in-memory `labels` (NumPy or tensors) as `classification_loss` would; returns nothing.
+
+    Class ids outside [0, num_labels) raise the `ValueError` of `check_class_ids` at once;
+    other labels (regression, multi-label, probabilities) are left to the loss.
+
+    >>> check_labels(np.array([0, 3]), 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected integer class labels in [0, 3) (num_labels=3). Received: labels with values [3]. Map ...
+    >>> check_labels(np.array([[0.2, 0.8]], "float32"), 2, "single_label_classification")
+    """
+    if resolve_problem_type(labels, num_labels, problem_type) == "single_label_classification":
+        if not is_soft_labels(labels, num_labels):
+            _raise_for_bad_class_ids(np.reshape(ops.convert_to_numpy(labels), (-1,)), num_labels)
 
 
 def check_class_ids(labels, num_labels):
@@ -57,7 +78,9 @@ def check_class_ids(labels, num_labels):
     raises (as `JaxRuntimeError`; Keras' JAX trainer donates the training state to the
     jitted step, so after such an error reload the model before using it again).
     XLA-compiled TensorFlow steps (`jit_compile=True`, Keras' default on GPUs) drop
-    assertions, so there the check cannot run.
+    assertions, so there the check cannot run: the models' `fit` and `evaluate` check
+    labels in memory and in datasets before Keras' steps (`keras_vit.models.data_checks`),
+    and re-raise a check failed inside a step as this `ValueError`.
 
     Raises:
         ValueError: a negative, non-integral or >= num_labels id (eagerly; see above in graphs).
@@ -65,7 +88,7 @@ def check_class_ids(labels, num_labels):
     >>> check_class_ids(np.array([0, 3]), 3)
     Traceback (most recent call last):
     ...
-    ValueError: Expected integer class labels in [0, 3) (num_labels=3). Received: labels with values [3]
+    ValueError: Expected integer class labels in [0, 3) (num_labels=3). Received: labels with values [3]. Map ...
     """
     labels = ops.reshape(ops.convert_to_tensor(labels), (-1,))
     backend = keras.backend.backend()
@@ -73,7 +96,7 @@ def check_class_ids(labels, num_labels):
         import tensorflow as tf
 
         if not tf.executing_eagerly():
-            message = f"Expected integer class labels in [0, {num_labels}) (num_labels={num_labels})."
+            message = _class_ids_message(num_labels)
             checks = [
                 tf.debugging.assert_non_negative(labels, message=message),
                 tf.debugging.assert_less(labels, tf.cast(num_labels, labels.dtype), message=message),

@@ -5,12 +5,17 @@ decide the pixels: resize, centre crop, rescale, normalise. Both executors read 
 PIL/NumPy `keras_vit.processors.ViTImageProcessor` and the `keras.ops` layer
 `keras_vit.layers.ImagePreprocessing` (which the TF Serving export also runs). This module
 also holds the resource limits both of them enforce (`MAX_IMAGE_PIXELS`,
-`MAX_RESIZED_PIXELS`) and their error, `ImageTooLargeError`.
+`MAX_RESIZED_PIXELS`) and their error, `ImageTooLargeError`, and the reader of a checkpoint's
+settings (`read_preprocessor_settings`: `preprocessor_config.json`, else the `pretrained_cfg`
+of a timm `config.json`).
 """
 
 import copy
 import math
 import numbers
+from pathlib import Path
+
+from keras_vit.hub import CONFIG_NAME, PREPROCESSOR_CONFIG_NAME, read_json_file
 
 # transformers' IMAGENET_STANDARD_MEAN / _STD, the ViT defaults.
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
@@ -223,3 +228,68 @@ class PreprocessorConfig:
 
     def __repr__(self):
         return f"{type(self).__name__}({self.to_dict()})"
+
+
+# timm's interpolation names -> PIL filter numbers (`PreprocessorConfig.resample`).
+_TIMM_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
+def from_timm_pretrained_cfg(pretrained_cfg):
+    """The `PreprocessorConfig` of timm's evaluation transform for a `pretrained_cfg` dict.
+
+    timm (`timm.data.create_transform(is_training=False)`) resizes to `floor(size /
+    crop_pct)` (the shorter side for `crop_mode="center"`, both sides for `"squash"`) with
+    `interpolation`, centre-crops `input_size`, scales to [0, 1] and normalises with
+    `mean` / `std`.
+
+    Raises:
+        ValueError: naming an `interpolation` or `crop_mode` with no counterpart here.
+    """
+    if not isinstance(pretrained_cfg, dict):
+        raise ValueError(f"Expected timm's pretrained_cfg to be a dict. Received: {pretrained_cfg!r:.200}")
+    _, height, width = pretrained_cfg.get("input_size", (3, 224, 224))
+    crop_pct = pretrained_cfg.get("crop_pct", 0.875)
+    interpolation = pretrained_cfg.get("interpolation", "bicubic")
+    crop_mode = pretrained_cfg.get("crop_mode", "center")
+    if interpolation not in _TIMM_RESAMPLE:
+        raise ValueError(
+            f"Expected interpolation among {sorted(_TIMM_RESAMPLE)}. Received: interpolation={interpolation!r}"
+        )
+    if crop_mode not in ("center", "squash"):
+        raise ValueError(f"Expected crop_mode 'center' or 'squash'. Received: crop_mode={crop_mode!r}")
+    scaled = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+    if crop_mode == "center" and scaled[0] == scaled[1]:
+        size = {"shortest_edge": scaled[0]}
+    else:
+        size = {"height": scaled[0], "width": scaled[1]}
+    return PreprocessorConfig(
+        size=size,
+        resample=_TIMM_RESAMPLE[interpolation],
+        do_center_crop=True,
+        crop_size={"height": height, "width": width},
+        image_mean=pretrained_cfg.get("mean", (0.485, 0.456, 0.406)),
+        image_std=pretrained_cfg.get("std", (0.229, 0.224, 0.225)),
+    )
+
+
+def read_preprocessor_settings(directory):
+    """The preprocessing settings (as in `preprocessor_config.json`) of a checkpoint directory.
+
+    Reads `preprocessor_config.json`; a timm checkpoint has none, and its `config.json`'s
+    `pretrained_cfg` gives them (`from_timm_pretrained_cfg`).
+
+    Raises:
+        FileNotFoundError: if the directory has neither.
+        ValueError: if a file is not JSON, or a timm setting has no counterpart.
+    """
+    path = Path(directory) / PREPROCESSOR_CONFIG_NAME
+    if path.is_file():
+        return read_json_file(path)  # the callers' from_dict checks that it is a JSON object
+    config_path = Path(directory) / CONFIG_NAME
+    config = read_json_file(config_path) if config_path.is_file() else None
+    if isinstance(config, dict) and "pretrained_cfg" in config:
+        return from_timm_pretrained_cfg(config["pretrained_cfg"]).to_dict()
+    raise FileNotFoundError(
+        f"Expected {PREPROCESSOR_CONFIG_NAME} (or a timm config.json with pretrained_cfg) in the checkpoint. "
+        f"No file at {str(path)!r}"
+    )

@@ -28,7 +28,7 @@ from keras_vit import exif
 from keras_vit.atomic import write_text_atomically
 from keras_vit.config import to_json_string
 from keras_vit.data_format import DATA_FORMATS
-from keras_vit.hub import PREPROCESSOR_CONFIG_NAME, read_json_file, resolve_checkpoint
+from keras_vit.hub import PREPROCESSOR_CONFIG_NAME, resolve_checkpoint
 from keras_vit.layers.preprocessing import ImagePreprocessing
 from keras_vit.preprocessor_config import (
     IMAGENET_STANDARD_MEAN,
@@ -36,6 +36,7 @@ from keras_vit.preprocessor_config import (
     MAX_RESIZED_PIXELS,
     ImageTooLargeError,
     PreprocessorConfig,
+    read_preprocessor_settings,
 )
 
 
@@ -457,16 +458,15 @@ class ViTImageProcessor:
     def from_pretrained(cls, path_or_repo_id, **kwargs):
         """Reads `preprocessor_config.json` of a checkpoint directory or Hub repo id.
 
+        A timm checkpoint has none: the `pretrained_cfg` of its `config.json` gives timm's
+        evaluation transform (`keras_vit.preprocessor_config.from_timm_pretrained_cfg`).
         `kwargs` go to `keras_vit.hub.resolve_checkpoint` (revision, cache_dir, ...).
 
         Raises:
-            FileNotFoundError: if the directory or its preprocessor_config.json is missing.
+            FileNotFoundError: if the directory or both files are missing.
             ValueError: if the file is not a JSON object or holds a bad argument.
         """
-        path = os.path.join(resolve_checkpoint(path_or_repo_id, **kwargs), PREPROCESSOR_CONFIG_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Expected {PREPROCESSOR_CONFIG_NAME} in the checkpoint. No file at {path!r}")
-        return cls.from_dict(read_json_file(path))
+        return cls.from_dict(read_preprocessor_settings(resolve_checkpoint(path_or_repo_id, **kwargs)))
 
     def to_layer(self, **kwargs):
         """This processor's resize / crop / rescale / normalise as a Keras layer.

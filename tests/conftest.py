@@ -11,6 +11,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import keras_vit  # noqa: E402
+from tests.torchvision_ops import declare_missing_torchvision_ops  # noqa: E402
+
+declare_missing_torchvision_ops()
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,16 +1,19 @@
 """The CLI on bad input: exit 2 for usage, 1 for bad data, one `keras-vit: error:` line, nothing on disk changed."""
 
+import io
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import keras_vit
-from keras_vit.cli import main
+from keras_vit.cli import build_parser, main
 from keras_vit.export import export_saved_model
 from tests.conftest import tiny_config
 from tests.disk import snapshot
@@ -76,6 +79,9 @@ USAGE = [
     (["predict", "hf", "images", "--top-k", "1.5"], "invalid int value: '1.5'"),
     (["predict", "hf", "images", "--unknown"], "unrecognized arguments: --unknown"),
     (["convert", "hf", "x.keras", "--model-class"], "expected one argument"),
+    (["predict", "hf", "images", "--top-k", "0"], "argument --top-k: expected an int >= 1. Received: 0"),
+    (["predict", "hf", "images", "--batch-size", "-2"], "argument --batch-size: expected an int >= 1. Received: -2"),
+    (["predict", "hf", "images", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
 ]
 
 
@@ -97,21 +103,11 @@ DATA = [
     (["convert", "empty", "x.keras"], "Missing config.json in checkpoint directory 'empty'"),
     (["export", "hf", "file"], "Received a file: file"),
     (["export", "hf", "file/serving"], "Received a file: 'file'"),
-    (["export", "hf", "serving", "--version", "-1"], "version=-1"),
-    (["export", "hf", "serving", "--version", str(2**63)], f"version={2**63}"),
-    (["export", "hf", "serving", "--version", "1"], "Version 1 already exists"),
+    (["export", "hf", "serving", "--version", "-1"], "Received: --version -1"),
+    (["export", "hf", "serving", "--version", str(2**63)], f"Received: --version {2**63}"),
+    (["export", "hf", "serving", "--version", "1"], "Pass --overwrite to replace it."),
     (["export", "fake.keras", "serving"], "fake.keras"),
-    (["predict", "hf", "none.png"], "No such image file(s): ['none.png']"),
-    (["predict", "hf", "empty"], "No image files in directory 'empty'"),
-    (["predict", "hf", "fake.png"], "'fake.png'"),
-    (["predict", "hf", "truncated.png"], "'truncated.png'"),
-    (["predict", "hf", "images/notes.txt"], "'images/notes.txt'"),
-    (["predict", "hf", "images", "--top-k", "0"], "--top-k >= 1. Received: 0"),
-    (["predict", "model.keras", "fake.png"], "'fake.png'"),
     (["predict", "fake.keras", "images"], "fake.keras"),
-    (["predict", "serving/1", "fake.png"], "Received: 'fake.png', which the SavedModel cannot decode"),
-    (["predict", "serving/1", "images/b.png", "images/notes.txt"], "Received: 'images/notes.txt'"),
-    (["predict", "serving/1", "truncated.png"], "'truncated.png'"),
     (["predict", "labels-list", "images"], "labels.json to map '0'..'n-1' to label names. Received: ['cat']"),
     (["predict", "labels-gap", "images"], "Received: {'0': 'cat', '2': 'dog'}"),
     (["predict", "labels-int", "images"], "Received: {'0': 1,"),
@@ -128,6 +124,30 @@ def test_bad_data_exits_1_with_one_line(work, capsys, monkeypatch, argv, message
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("keras-vit: error: "), err
     assert message in lines[0]
+
+
+# An image that fails gets its own line on stdout; the run goes on and exits 1 at the end.
+BAD_IMAGES = [
+    (["hf", "none.png"], "none.png: error: no such file or directory"),
+    (["hf", "empty"], "empty: error: no image files in this directory"),
+    (["hf", "fake.png"], "fake.png: error: Expected the image to be a readable image file. Could not decode 'fake.png'"),
+    (["hf", "truncated.png"], "truncated.png: error: Expected the image to be a readable image file."),
+    (["hf", "images/notes.txt"], "images/notes.txt: error: Expected the image to be a readable image file."),
+    (["model.keras", "fake.png"], "fake.png: error: Expected the image to be a readable image file."),
+    (["serving/1", "fake.png"], "fake.png: error: the SavedModel cannot decode it: Expected the image to be a complete"),
+    (["serving/1", "images/notes.txt"], "images/notes.txt: error: the SavedModel cannot decode it: Expected the image"),
+    (["serving/1", "truncated.png"], "truncated.png: error: the SavedModel cannot decode it: Expected the image"),
+]
+
+
+@pytest.mark.parametrize("argv, line", BAD_IMAGES, ids=[" ".join(a) for a, _ in BAD_IMAGES])
+def test_a_bad_image_gets_an_error_line_and_the_others_go_on(work, capsys, monkeypatch, argv, line):
+    code, out, err = _run(["predict", *argv, "images/b.png", "--top-k", "1"], work, capsys, monkeypatch)
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(line), lines
+    assert re.fullmatch(r"images/b.png: (cat\\nsiamese|dog|eel) \d\.\d{4}", lines[1]), lines
+    assert err == "keras-vit: error: 1 of 2 images failed (see their lines).\n"
 
 
 def test_predict_takes_a_directory_and_reads_labels_json(work, capsys, monkeypatch):
@@ -156,3 +176,86 @@ def test_convert_writes_0644_and_leaves_other_files(work, tmp_path, capsys, monk
     assert (tmp_path / "out" / "new").stat().st_mode & 0o777 == 0o755
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["README.md", "new", "vit.keras"]
     assert json.loads((work / "hf" / "config.json").read_text())["id2label"]["0"] == "cat\nsiamese"
+
+
+@pytest.fixture(scope="module")
+def tree(work):
+    """A class-subfolder tree with a hidden folder, a truncated PNG, a 16-bit grayscale PNG and a non-UTF-8 name."""
+    import tensorflow as tf
+
+    root = work / "tree"
+    for folder in ("cats", "dogs/.cache"):
+        (root / folder).mkdir(parents=True)
+    png = (work / "images" / "b.png").read_bytes()
+    for name in ("cats/a.png", "dogs/b.png", "dogs/.cache/hidden.png", "top.png"):
+        (root / name).write_bytes(png)
+    (root / "dogs" / "truncated.png").write_bytes(png[:60])
+    gray = np.random.default_rng(0).integers(0, 65536, (20, 20, 1), dtype=np.uint16)
+    (root / "gray16.png").write_bytes(tf.io.encode_png(gray).numpy())
+    os.rename(root / "top.png", os.path.join(os.fsencode(root), b"caf\xe9.png"))
+    return root
+
+
+@pytest.mark.parametrize("source", ["hf", "model.keras", "serving/1"])
+def test_predict_searches_a_tree_and_every_source_refuses_the_same_images(work, tree, capsys, monkeypatch, source):
+    code, out, err = _run(["predict", source, "tree", "--format", "json", "--top-k", "2", "--batch-size", "2"],
+                          work, capsys, monkeypatch)
+    records = [json.loads(line) for line in out.splitlines()]
+    paths = [os.fsencode(r["path"]) for r in records]  # the non-UTF-8 name round-trips through its escapes
+    assert paths == [b"tree/caf\xe9.png", b"tree/cats/a.png", b"tree/dogs/b.png", b"tree/dogs/truncated.png",
+                     b"tree/gray16.png"]
+    assert [sorted(r) for r in records] == [["labels", "path", "scores"]] * 3 + [["error", "path"]] * 2
+    assert records[0]["labels"] == records[1]["labels"] and len(records[0]["labels"]) == 2  # the same image
+    np.testing.assert_allclose(records[0]["scores"], records[1]["scores"], atol=1e-6)
+    assert code == 1 and err == "keras-vit: error: 2 of 5 images failed (see their lines).\n"
+
+
+def test_predict_no_recursive_text_and_csv(work, tree, capsys, monkeypatch):
+    code, out, err = _run(["predict", "hf", "tree/cats", "--no-recursive", "--format", "csv", "--top-k", "1"],
+                          work, capsys, monkeypatch)
+    assert code == 0 and err == ""
+    rows = list(__import__("csv").reader(out.splitlines()))
+    assert rows[0] == ["path", "label_1", "score_1", "error"] and rows[1][0] == "tree/cats/a.png" and rows[1][3] == ""
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # text output writes a non-UTF-8 name as its bytes
+    monkeypatch.setattr(sys, "stdout", stdout)
+    code = main(["predict", "hf", "tree", "--no-recursive", "--top-k", "1"])
+    stdout.flush()
+    names = [line.split(b": ")[0] for line in stdout.buffer.getvalue().splitlines()]
+    assert code == 1 and names == [b"tree/caf\xe9.png", b"tree/gray16.png"]
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"keras-vit {keras_vit.__version__}\n"
+
+
+def test_the_command_prints_no_tensorflow_log_lines(work):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the default verbosity
+    command = [sys.executable, "-c", "import sys, keras_vit_quiet; sys.exit(keras_vit_quiet.main())"]
+    result = subprocess.run([*command, "predict", "serving/1", "images/b.png", "fake.png", "--top-k", "1"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and len(result.stdout.splitlines()) == 2, result.stdout
+    assert result.stderr == "keras-vit: error: 1 of 2 images failed (see their lines).\n", result.stderr
+
+
+def test_progress_bar_goes_to_a_terminal_stderr_only(work):
+    import pty
+
+    main_fd, terminal_fd = pty.openpty()
+    command = [sys.executable, "-c", "import sys, keras_vit_quiet; sys.exit(keras_vit_quiet.main())",
+               "predict", "hf", "images", "--batch-size", "2", "--top-k", "1"]
+    result = subprocess.run(command, cwd=work, stdout=subprocess.PIPE, stderr=terminal_fd, timeout=300)
+    os.close(terminal_fd)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 3  # stdout: the results only
+    assert b"3/3" in shown and b"image" in shown, shown  # keras.utils.Progbar on the terminal

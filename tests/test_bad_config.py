@@ -90,6 +90,25 @@ def test_num_labels_must_match_id2label(kwargs, message):
         ViTConfig(**{**TINY, **kwargs})
 
 
+@pytest.mark.parametrize("cls", [ViTConfig, DeiTConfig])
+def test_unknown_keyword_is_a_type_error_naming_the_closest_field(cls):
+    with pytest.raises(TypeError, match=r"'num_hiden_layers' \(did you mean 'num_hidden_layers'\?\)"):
+        cls(num_hiden_layers=2, hidden_size=64, num_attention_heads=4)
+    with pytest.raises(TypeError, match=r"'resolution_xyz'") as error:
+        cls.from_preset("vit-base-patch16-224" if cls is ViTConfig else "deit-tiny-patch16-224", resolution_xyz=1)
+    assert "did you mean" not in str(error.value)
+    with pytest.raises(TypeError, match=r"'hiden_size' \(did you mean 'hidden_size'\?\)"):
+        cls(**TINY).replace(hiden_size=64)
+
+
+def test_replace_num_labels_keeps_user_given_labels_or_raises():
+    config = ViTConfig(**{**TINY, "num_labels": None, "id2label": {0: "cat", 1: "dog"}})
+    with pytest.raises(ValueError, match=r"Expected id2label .* class names \['cat', 'dog'\]. Received: num_labels=3"):
+        config.replace(num_labels=3)
+    assert config.replace(num_labels=2).id2label == {0: "cat", 1: "dog"}
+    assert config.replace(num_labels=3, id2label={0: "a", 1: "b", 2: "c"}).label2id == {"a": 0, "b": 1, "c": 2}
+
+
 # === config.json files ===
 BAD_FILES = [
     (b'["hidden_size", 32]', "Received: a JSON list"),
@@ -265,7 +284,7 @@ def test_fuzz_id2label(id2label):
     max_leaves=12,
 ))
 def test_fuzz_extra_fields_save_losslessly_or_are_named(value):
-    config = ViTConfig(**TINY, some_field=value)
+    config = ViTConfig.from_dict({**TINY, "some_field": value})
 
     def finite(v):
         if isinstance(v, float):

@@ -71,6 +71,20 @@ TYPE_ERRORS = [
 ]
 
 
+@pytest.mark.parametrize(
+    "inputs",
+    [{"pixel_values": IMAGES, "head_mask": HEADS}, [IMAGES, HEADS]],
+    ids=["dict key", "list entry"],
+)
+def test_head_mask_without_the_input_names_the_flag(plain, inputs):
+    with pytest.raises(ValueError, match=r"Build the model with use_head_mask=True to pass head_mask"):
+        plain(inputs)
+    masked_image_model = keras_vit.ViTForMaskedImageModeling(tiny_config())
+    message = r"Received 3\. Build the model with use_head_mask=True to pass head_mask"
+    with pytest.raises(ValueError, match=message):
+        masked_image_model([IMAGES, MASK, HEADS])
+
+
 @pytest.mark.parametrize("kwargs, message", TYPE_ERRORS, ids=lambda x: next(iter(x)) if isinstance(x, dict) else "")
 def test_bad_call_keywords_raise_type_errors_naming_them(plain, kwargs, message):
     with pytest.raises(TypeError, match=message):

@@ -5,6 +5,7 @@ import logging
 import time
 
 import numpy as np
+import keras
 import pytest
 import torch
 import transformers
@@ -178,6 +179,93 @@ def test_save_pretrained_loads_in_transformers(cls, tmp_path):
     assert max(diffs.values()) <= TOL, diffs
     reloaded = cls.from_pretrained(tmp_path, data_format="channels_first")
     np.testing.assert_array_equal(reloaded.get_weights()[0], ours.get_weights()[0])
+
+
+TRANSFORMERS_AFTER_TENSORFLOW = """
+import sys
+import numpy as np
+import tensorflow as tf  # first, as in a keras_vit program; its LLVM symbols are then global
+import torch
+import transformers
+model = transformers.ViTForImageClassification.from_pretrained(sys.argv[1]).eval()
+with torch.no_grad():
+    logits = model(pixel_values=torch.from_numpy(np.load(sys.argv[2]))).logits.numpy()
+np.save(sys.argv[3], logits)
+print(torch.__version__, "triton" in sys.modules)
+"""
+
+
+def test_transformers_runs_after_tensorflow_in_one_process(tmp_path):
+    """The torch the test command installs must survive transformers' import after TensorFlow (README)."""
+    import subprocess
+    import sys
+
+    ours = keras_vit.ViTForImageClassification(keras_vit.ViTConfig(**BASE), data_format="channels_first")
+    ours.save_pretrained(tmp_path / "hf")
+    pixels = _pixels(ours.config)
+    np.save(tmp_path / "pixels.npy", pixels)
+    result = subprocess.run(
+        [sys.executable, "-c", TRANSFORMERS_AFTER_TENSORFLOW, tmp_path / "hf", tmp_path / "pixels.npy", tmp_path / "out.npy"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, f"exit status {result.returncode} (-11: SIGSEGV): {result.stderr[-2000:]}"
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.asarray(ours(pixels)["logits"]), atol=TOL)
+
+
+def _perturbed_lora_classifier(rank=2):
+    model = keras_vit.ViTForImageClassification(keras_vit.ViTConfig(**BASE), data_format="channels_first")
+    model.enable_lora(rank)
+    rng = np.random.default_rng(1)
+    for variable in model.weights:
+        if "lora_kernel" in variable.path:  # B starts at zero: make the low-rank product non-zero
+            variable.assign(rng.normal(0, 0.3, variable.shape))
+    return model
+
+
+def _transformers_logits(directory, pixels):
+    with torch.no_grad():
+        return transformers.ViTForImageClassification.from_pretrained(directory).eval()(
+            pixel_values=torch.from_numpy(pixels)
+        ).logits.numpy()
+
+
+def test_save_pretrained_of_lora_model_writes_merged_kernels(tmp_path):
+    ours = _perturbed_lora_classifier()
+    pixels = _pixels(ours.config)
+    logits = np.asarray(ours(pixels)["logits"])
+    ours.save_pretrained(tmp_path / "hf")
+    assert np.abs(_transformers_logits(tmp_path / "hf", pixels) - logits).max() <= TOL
+    reloaded = keras_vit.ViTForImageClassification.from_pretrained(tmp_path / "hf", data_format="channels_first")
+    assert np.abs(np.asarray(reloaded(pixels)["logits"]) - logits).max() <= TOL
+    qkv = ours.backbone.get_layer("encoder_layer_0").attention.qkv
+    merged = qkv._kernel.numpy() + (qkv.lora_alpha / qkv.lora_rank) * qkv.lora_kernel_a.numpy() @ qkv.lora_kernel_b.numpy()
+    state = read_state_dict(tmp_path / "hf")
+    np.testing.assert_allclose(state["vit.encoder.layer.0.attention.attention.query.weight"], merged[:, :32].T, atol=1e-6)
+    ours.save(tmp_path / "lora.keras")  # the .keras file keeps the factors apart
+    restored = keras.saving.load_model(tmp_path / "lora.keras")
+    assert restored.lora_rank == 2 and restored.backbone.get_layer("encoder_layer_0").attention.qkv.lora_enabled
+    np.testing.assert_allclose(np.asarray(restored(pixels)["logits"]), logits, atol=TOL)
+
+
+def test_save_pretrained_of_int8_model_writes_dequantized_kernels(tmp_path):
+    ours = keras_vit.ViTForImageClassification(keras_vit.ViTConfig(**BASE), data_format="channels_first")
+    ours.quantize("int8")
+    fc1 = ours.backbone.get_layer("encoder_layer_0").fc1
+    ours.save_pretrained(tmp_path)
+    state = read_state_dict(tmp_path)
+    dequantized = fc1._kernel.numpy().astype("float32") / fc1.kernel_scale.numpy()
+    np.testing.assert_allclose(state["vit.encoder.layer.0.intermediate.dense.weight"], dequantized.T, rtol=1e-6)
+    pixels = _pixels(ours.config)
+    logits = np.asarray(ours(pixels)["logits"])  # int8 also quantizes activations: parity within that rounding
+    np.testing.assert_allclose(_transformers_logits(tmp_path, pixels), logits, atol=5e-3)
+
+
+def test_save_pretrained_refuses_other_quantization_modes(tmp_path):
+    model = keras_vit.ViTForImageClassification(keras_vit.ViTConfig(**BASE))
+    model.quantize("int4")
+    with pytest.raises(ValueError, match=r"quantization_mode='int4'.*\.keras"):
+        model.save_pretrained(tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 def test_base_checkpoint_into_classifier_initialises_head(tmp_path, caplog):

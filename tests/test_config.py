@@ -126,6 +126,27 @@ def test_presets_cover_published_sizes():
         preset_fields("vit-gigantic")
 
 
+def test_config_json_keeps_unknown_fields_and_a_round_trip_is_unchanged(tmp_path):
+    content = {**HF_DEFAULTS, "model_type": "vit", "num_hiden_layers": 2, "transformers_version": "5.0.0",
+               "architectures": ["ViTModel"], "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}
+    (tmp_path / "config.json").write_text(json.dumps(content))
+    config = ViTConfig.from_pretrained(tmp_path)
+    assert config.extra == {"num_hiden_layers": 2, "transformers_version": "5.0.0", "architectures": ["ViTModel"]}
+    assert config.num_hidden_layers == 12
+    config.to_json_file(tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text()) == content
+    assert ViTConfig.from_json_file(tmp_path / "again.json") == ViTConfig.from_dict(content) == config
+
+
+def test_replace_num_labels_regenerates_default_labels():
+    config = ViTConfig(hidden_size=32, num_attention_heads=4)
+    three = config.replace(num_labels=3)
+    assert three.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    assert three.label2id == {"LABEL_0": 0, "LABEL_1": 1, "LABEL_2": 2}
+    from_file = ViTConfig.from_dict({"id2label": {"0": "LABEL_0", "1": "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1}})
+    assert from_file.replace(num_labels=0).num_labels == 0
+
+
 def test_replace_and_equality():
     config = ViTConfig(hidden_size=32, num_attention_heads=4)
     other = config.replace(num_hidden_layers=3)

@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 import keras_vit
 from keras_vit import export
 from keras_vit.export import export_saved_model
+from keras_vit.processors import load_image
 from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,6 +235,27 @@ def test_undecodable_bytes_are_an_invalid_argument_error(exported):
     assert session.run("serving_default", images=[_encode(_random_image(0))])["logits"].shape == (1, 3)
 
 
+def _cut_short_images():
+    """Images the PIL processor refuses, by name: each format cut short, text, a 16-bit grayscale PNG."""
+    images = {fmt: _encode(_random_image(3), fmt) for fmt in ("PNG", "JPEG", "BMP", "WEBP")}
+    cut = {f"{fmt} cut short": data[: len(data) * 2 // 3] for fmt, data in images.items()}
+    gray_16_bit = tf.io.encode_png(np.random.default_rng(0).integers(0, 65536, (32, 32, 1), dtype=np.uint16)).numpy()
+    return {**cut, "text": b"not an image", "16-bit grayscale PNG": gray_16_bit}
+
+
+@pytest.mark.parametrize("name", list(_cut_short_images()))
+def test_an_undecodable_image_fails_the_batch_naming_its_index(exported, tmp_path, name):
+    _, _, session = exported
+    bad = _cut_short_images()[name]
+    (tmp_path / "bad").write_bytes(bad)
+    with pytest.raises(ValueError):  # the processor refuses it too
+        load_image(tmp_path / "bad")
+    good = [_encode(_random_image(0)), _encode(_random_image(1), "JPEG")]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected image 2 of the batch \(counting from 0\)"):
+        session.run("serving_default", images=[*good, bad, good[0]])
+    assert session.run("serving_default", images=good)["logits"].shape == (2, 3)
+
+
 def _saved_model_cli(path, images, tmp_path):
     np.save(tmp_path / "images.npy", np.array(images, dtype=object))
     command = [
@@ -325,6 +348,45 @@ def test_grpc_client_requests(exported):
     assert served["label"].shape == (2,)
     served_pixels = session.run("predict_pixels", pixel_values=tf.make_ndarray(pixels.inputs["pixel_values"]))
     _assert_outputs_match(served_pixels, _keras_outputs(model, pixel_values))
+
+
+def _closed_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def _run_script(name, *args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, str(REPO / "export" / f"{name}.py"), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["rest_client", "grpc_client"])
+def test_clients_print_one_line_and_exit_1_when_no_server_answers(tmp_path, name):
+    (tmp_path / "cat.png").write_bytes(_encode(_random_image(0)))
+    port = _closed_port()
+    target = f"http://127.0.0.1:{port}/v1/models/vit:predict" if name == "rest_client" else f"127.0.0.1:{port}"
+    args = [target, tmp_path / "cat.png"] if name == "rest_client" else [target, "vit", tmp_path / "cat.png"]
+    result = _run_script(name, *args)
+    assert result.returncode == 1 and result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if " error: " in line]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert target in lines[0] and re.search("refused|UNAVAILABLE", lines[0]), lines[0]
+
+
+def test_client_help_does_not_import_tensorflow():
+    for name in ("rest_client", "grpc_client"):
+        code = (
+            f"import runpy, sys; sys.argv = ['{name}.py', '--help']\n"
+            f"try:\n    runpy.run_path({str(REPO / 'export' / f'{name}.py')!r}, run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('imported tensorflow:', 'tensorflow' in sys.modules)"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert "usage:" in result.stdout and result.stdout.endswith("imported tensorflow: False\n"), result.stdout
 
 
 class _FakeRestServer(http.server.ThreadingHTTPServer):
@@ -702,7 +764,8 @@ def test_served_limits_fail_the_request_with_a_named_invalid_argument(exported, 
 
     model, _, session = exported
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"images\[1\] to have at most 89478485 pixels.*196000000 pixels declared in its header, 14000 x"):
+                       match=r"image 1 of the batch \(counting from 0\) to have at most 89478485 pixels.*196000000 pixels "
+                             r"declared in its header, 14000 x"):
         session.run("serving_default", images=[_encode(_random_image(0)), bomb_png(14000, 14000)])
     path = export_saved_model(model, tmp_path / "small", max_image_pixels=40 * 40, verbose=False)
     small = ServingSession(path)
@@ -723,7 +786,7 @@ def test_served_bombs_of_every_format_are_refused_naming_the_limit(exported, bom
     _, _, session = exported
     data = png_rows(30000, 30000) if bomb == "png_30000" else BOMBS[bomb]()
     expected = r"to be a JPEG.*size can be read before decoding" if bomb == "jpeg_xl" else r"to have at most 89478485 pixels"
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected images\[1\] " + expected):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected image 1 of the batch \(counting from 0\) " + expected):
         session.run("serving_default", images=[_encode(_random_image(0)), data])
 
 
@@ -731,7 +794,8 @@ def test_served_empty_request_and_empty_image_are_named(exported):
     _, _, session = exported
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected at least one image in images. Received: an empty"):
         session.run("serving_default", images=np.array([], dtype=object))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected images\[2\] to be a JPEG.*Received: an empty string"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"Expected image 2 of the batch \(counting from 0\) to be a JPEG.*Received: an empty string"):
         session.run("serving_default", images=[_encode(_random_image(0))] * 2 + [b""])
 
 

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -212,6 +214,63 @@ def test_keras_save_load_round_trip(cls, tmp_path):
     assert loaded.config == model.config and loaded.data_format == "channels_first"
     assert_outputs_equal(loaded(x), model(x), atol=1e-6)
     assert cls.from_config(model.get_config()).count_params() == model.count_params()
+
+
+def _policies(model):
+    """(path, dtype policy name) of every layer of `model`, sorted."""
+    return sorted((layer.path or layer.name, layer.dtype_policy.name) for layer in model._flatten_layers())
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "bfloat16"])
+def test_keras_file_keeps_the_dtype_policy(policy, tmp_path):
+    cls = keras_vit.DeiTForImageClassificationWithTeacher
+    model = build(cls, dtype=policy)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.dtype_policy.name == policy
+    assert _policies(loaded) == _policies(model)
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers() if layer.weights} == {policy}
+    assert {w.path: w.dtype for w in loaded.weights} == {w.path: w.dtype for w in model.weights}
+    assert_outputs_equal(
+        {k: keras.ops.cast(v, "float32") for k, v in loaded(IMAGES).items()},
+        {k: keras.ops.cast(v, "float32") for k, v in model(IMAGES).items()},
+        atol=0,
+    )
+
+
+def _trainable_paths(model):
+    return sorted(w.path for w in model.trainable_weights)
+
+
+def test_keras_file_keeps_frozen_layers_and_resumes_training(tmp_path):
+    cls = keras_vit.ViTForImageClassification
+    model = build(cls)
+    model.backbone.trainable = False
+    head = _trainable_paths(model)
+    assert head == ["classifier/bias", "classifier/kernel"]
+    partly = build(cls)
+    partly.backbone.get_layer("encoder_layer_1").trainable = False
+    (attention,) = [layer for layer in partly._flatten_layers() if layer.path == "encoder_layer_0/attention"]
+    attention.trainable = False
+    assert len(_trainable_paths(partly)) < len(partly.weights)
+    y = np.array([0, 2])
+    for original in (model, partly):
+        original.compile(keras.optimizers.AdamW(1e-2))
+        original.fit(IMAGES, y, epochs=1, verbose=0)
+        original.save(tmp_path / "model.keras")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = keras.saving.load_model(tmp_path / "model.keras")
+        assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+        assert _trainable_paths(loaded) == _trainable_paths(original)
+        assert len(loaded.optimizer.variables) == len(original.optimizer.variables)
+        for a, b in zip(loaded.optimizer.variables, original.optimizer.variables):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+        # One more step of each: the same weights (the optimizer state resumed).
+        for resumed in (original, loaded):
+            resumed.fit(IMAGES, y, epochs=1, verbose=0)
+        for a, b in zip(loaded.weights, original.weights):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, err_msg=a.path)
 
 
 @pytest.mark.parametrize(

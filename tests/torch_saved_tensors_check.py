@@ -10,9 +10,13 @@ Usage: KERAS_BACKEND=torch python tests/torch_saved_tensors_check.py
 import json
 
 import torch
-import transformers
 
-from keras_vit.layers import TransformerBlock
+from tests.torchvision_ops import declare_missing_torchvision_ops
+
+declare_missing_torchvision_ops()  # transformers imports torchvision when it is installed
+import transformers  # noqa: E402
+
+from keras_vit.layers import TransformerBlock  # noqa: E402
 
 BATCH, SEQ, HIDDEN, HEADS, INTERMEDIATE = 2, 197, 384, 6, 1536
 

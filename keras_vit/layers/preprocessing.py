@@ -1,18 +1,17 @@
 """`ImagePreprocessing`: a ViT/DeiT image processor's resize, crop, rescale and normalise as a Keras layer."""
 
-import os
-
 import keras
 from keras import ops
 
 from keras_vit.data_format import DATA_FORMATS
-from keras_vit.hub import PREPROCESSOR_CONFIG_NAME, read_json_file, resolve_checkpoint
+from keras_vit.hub import resolve_checkpoint
 from keras_vit.preprocessor_config import (
     IMAGENET_STANDARD_MEAN,
     IMAGENET_STANDARD_STD,
     MAX_RESIZED_PIXELS,
     RESAMPLE_NAMES,
     PreprocessorConfig,
+    read_preprocessor_settings,
 )
 
 # PIL filter number -> keras.ops.image.resize interpolation, and the backends that have it.
@@ -133,17 +132,17 @@ class ImagePreprocessing(keras.layers.Layer):
     def from_pretrained(cls, path_or_repo_id, revision=None, cache_dir=None, local_files_only=False, **kwargs):
         """From the `preprocessor_config.json` of a checkpoint directory or Hub repo id.
 
+        A timm checkpoint's `config.json` `pretrained_cfg` stands in for it
+        (`keras_vit.preprocessor_config.read_preprocessor_settings`).
+
         Raises:
-            FileNotFoundError: if the directory or its preprocessor_config.json is missing.
+            FileNotFoundError: if the directory or both files are missing.
             ValueError: if the file is not a JSON object or holds a bad setting.
         """
         directory = resolve_checkpoint(
             path_or_repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
         )
-        path = os.path.join(directory, PREPROCESSOR_CONFIG_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Expected {PREPROCESSOR_CONFIG_NAME} in the checkpoint. No file at {path!r}")
-        return cls(**{**PreprocessorConfig.from_dict(read_json_file(path)).to_dict(), **kwargs})
+        return cls(**{**PreprocessorConfig.from_dict(read_preprocessor_settings(directory)).to_dict(), **kwargs})
 
     # === Shapes ===
     @property

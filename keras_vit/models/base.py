@@ -1,4 +1,4 @@
-"""The base class of every ViT/DeiT model: construction checks, inputs, losses, checkpoints, serialization.
+"""The base class of every ViT/DeiT model: construction checks, LoRA and the Keras hooks.
 
 Every model is a functional `keras.Model` (the keras-hub pattern): a backbone
 (`ViTModel`, `DeiTModel`) lays out the encoder graph; a task model holds its backbone as a
@@ -6,7 +6,9 @@ sub-model (`model.backbone`, layer name `vit` / `deit`) and adds a head. This cl
 what users of Hugging Face models expect on top of Keras: inputs given as a tensor, a list
 or a dict; call-time Hugging Face keywords that work or say how to get them; dict outputs
 with Hugging Face names that `compile` can key losses and metrics by; a built-in loss when
-compiled without one; `from_pretrained` / `save_pretrained`; `get_config` / `from_config`.
+compiled without one; data checked before `fit`, `evaluate` and `predict` run Keras' steps;
+`from_pretrained` / `save_pretrained`; `get_config` / `from_config`. The inputs and their
+checks live in `models.inputs` and `models.data_checks`, saving in `models.serialization`.
 """
 
 import inspect
@@ -16,9 +18,10 @@ from keras import ops
 
 from keras_vit import checkpoints
 from keras_vit.config import ViTConfig
-from keras_vit.models import serialization
 from keras_vit.data_format import DATA_FORMATS
-from keras_vit.models.inputs import in_memory_batch_length, standardize_inputs
+from keras_vit.models import serialization
+from keras_vit.models.data_checks import checked_data, named_check_errors
+from keras_vit.models.inputs import standardize_inputs
 
 
 def _check_rank(rank, name):
@@ -90,6 +93,9 @@ class VisionTransformer(keras.Model):
         super().__init__(
             inputs=inputs[0] if single else inputs, outputs=outputs, dtype=dtype, name=name, trainable=trainable
         )
+        if dtype is not None:
+            # The functional model itself drops `dtype`; its policy is what `get_config` saves.
+            self.dtype_policy = dtype
         # Losses and metrics in `compile` are keyed by the outputs' names, not their layers'.
         self.output_names = _output_names(outputs)
         self.config = config
@@ -196,19 +202,47 @@ class VisionTransformer(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, self._predictions(y_pred), sample_weight)
 
-    # === Inference ===
-    def predict(self, x, *args, **kwargs):
-        """`keras.Model.predict`, after checking that in-memory inputs have one batch length.
+    def checks_labels(self):
+        """Whether `check_labels` checks anything: only the built-in loss of classifiers does."""
+        return False
 
-        Inputs as for calling the model; returns the output dict with NumPy arrays.
+    def check_labels(self, labels):
+        """Raises `ValueError` for in-memory labels the built-in loss refuses. This class checks none."""
+
+    # === fit, evaluate, predict: the data is checked before Keras' steps (`data_checks`) ===
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, after checking `x`, `y` and `validation_data` (`data_checks`).
 
         Raises:
-            ValueError: in-memory inputs without a batch axis or with different batch
-                lengths, naming each input's length (Keras' array adapter would fail on them
-                with an IndexError or AttributeError).
+            ValueError, TypeError: the errors of a call on the inputs (e.g. an image size the
+                model cannot take), in the first call and in later ones, with or without XLA;
+                `ValueError` for class ids outside [0, num_labels) with the built-in loss.
         """
-        in_memory_batch_length(self, x)
-        return super().predict(x, *args, **kwargs)
+        x, y = checked_data(self, x, y)
+        validation_data = kwargs.get("validation_data")
+        if isinstance(validation_data, (list, tuple)):
+            checked_data(self, *validation_data[:2])
+        elif validation_data is not None:
+            kwargs["validation_data"], _ = checked_data(self, validation_data)
+        with named_check_errors():
+            return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, after checking `x` and `y` as `fit` does."""
+        x, y = checked_data(self, x, y)
+        with named_check_errors():
+            return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`: inputs as for calling the model; returns the output dict of NumPy arrays.
+
+        Raises:
+            ValueError, TypeError: as `fit`; in-memory inputs without a batch axis or with
+                different batch lengths, naming each input's length.
+        """
+        x, _ = checked_data(self, x, labelled=False)
+        with named_check_errors():
+            return super().predict(x, *args, **kwargs)
 
     # === Hugging Face checkpoints ===
     @classmethod
@@ -237,9 +271,13 @@ class VisionTransformer(keras.Model):
         """
         return serialization.from_pretrained(cls, path_or_repo_id, include_preprocessing, **kwargs)
 
-    def save_pretrained(self, directory):
-        """Writes `config.json` + `model.safetensors` that transformers' same-named class loads."""
-        return checkpoints.save_pretrained(self, directory)
+    def save_pretrained(self, directory, format="hf"):
+        """Writes the weights for another library to load (`checkpoints.save_pretrained`).
+
+        `format="hf"`: `config.json` + `model.safetensors` that transformers' same-named class
+        loads; `"timm"`: timm's state dict and config; `"npz"`: Google's ViT `.npz` naming.
+        """
+        return checkpoints.save_pretrained(self, directory, format=format)
 
     # === Serialization ===
     def get_config(self):

@@ -55,19 +55,31 @@ def named_inputs(model, inputs):
     """A tensor, list or dict of inputs as a dict by input name.
 
     Raises:
-        ValueError: unknown dict keys or too many list entries.
+        ValueError: unknown dict keys or too many list entries, naming the construction flag
+            that adds an optional input the model was built without.
     """
     names = model.input_names
     if isinstance(inputs, dict):
         unknown = sorted(set(inputs) - set(names))
         if unknown:
-            raise ValueError(f"Expected input names among {names}. Received unknown keys: {unknown}")
+            raise ValueError(
+                f"Expected input names among {names}. Received unknown keys: {unknown}.{_flag_hint(model, unknown)}"
+            )
         return dict(inputs)
     if isinstance(inputs, (list, tuple)):
         if not 1 <= len(inputs) <= len(names):
-            raise ValueError(f"Expected a list of 1 to {len(names)} inputs in the order {names}. Received {len(inputs)}.")
+            raise ValueError(
+                f"Expected a list of 1 to {len(names)} inputs in the order {names}. Received {len(inputs)}."
+                + (_flag_hint(model, _INPUT_FLAGS) if len(inputs) > len(names) else "")
+            )
         return dict(zip(names, inputs))
     return {"pixel_values": inputs}
+
+
+def _flag_hint(model, names):
+    """How to build `model` with those of the optional inputs `names` that it lacks ("" if none)."""
+    hints = [f"{_INPUT_FLAGS[n]}=True to pass {n}" for n in names if n in _INPUT_FLAGS and n not in model.input_names]
+    return f" Build the model with {' and '.join(hints)}." if hints else ""
 
 
 def _take_call_keywords(model, given, call_kwargs):
@@ -116,22 +128,8 @@ def check_inputs(model, given):
 
 def _check_shapes(model, given):
     shape = tuple(given["pixel_values"].shape)
-    channels_last = model.data_format == "channels_last"
-    layout = "(batch, height, width, channels)" if channels_last else "(batch, channels, height, width)"
-    if len(shape) != 4:
-        raise ValueError(f"Expected pixel_values of rank 4, {layout}. Received: shape={shape}")
-    if shape[0] == 0:
-        raise ValueError(f"Expected a batch of at least one image. Received: pixel_values of shape={shape}")
-    channels = shape[3] if channels_last else shape[1]
-    if channels is not None and channels != model.config.num_channels:
-        raise ValueError(
-            f"Expected pixel_values with {model.config.num_channels} channels, {layout} "
-            f"(data_format={model.data_format!r}). Received: shape={shape}"
-        )
-    height, width = shape[1:3] if channels_last else shape[2:4]
-    getattr(model, "backbone", model).get_layer("embeddings").check_image_size(
-        height, width, model.interpolate_pos_encoding
-    )
+    check_image_shape(model, shape)
+    height, width = shape[1:3] if model.data_format == "channels_last" else shape[2:4]
     mask = given.get("bool_masked_pos")
     if mask is None:
         return
@@ -151,6 +149,30 @@ def _check_shapes(model, given):
                 f"Expected bool_masked_pos of shape (batch, {num_patches}), one entry per patch. "
                 f"Received: shape={mask_shape}"
             )
+
+
+def check_image_shape(model, shape):
+    """Checks the shape (a tuple, None where unknown) of a batch of `pixel_values`.
+
+    Raises:
+        ValueError: a rank, channel count, image size or empty batch the model cannot take.
+    """
+    channels_last = model.data_format == "channels_last"
+    layout = "(batch, height, width, channels)" if channels_last else "(batch, channels, height, width)"
+    if len(shape) != 4:
+        raise ValueError(f"Expected pixel_values of rank 4, {layout}. Received: shape={shape}")
+    if shape[0] == 0:
+        raise ValueError(f"Expected a batch of at least one image. Received: pixel_values of shape={shape}")
+    channels = shape[3] if channels_last else shape[1]
+    if channels is not None and channels != model.config.num_channels:
+        raise ValueError(
+            f"Expected pixel_values with {model.config.num_channels} channels, {layout} "
+            f"(data_format={model.data_format!r}). Received: shape={shape}"
+        )
+    height, width = shape[1:3] if channels_last else shape[2:4]
+    getattr(model, "backbone", model).get_layer("embeddings").check_image_size(
+        height, width, model.interpolate_pos_encoding
+    )
 
 
 def _batched_head_mask(model, head_mask, pixel_values):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.heads import DistillationHead, MaskedImageModelingDecoder
-from keras_vit.losses import classification_loss, simmim_loss
+from keras_vit.losses import check_labels, classification_loss, simmim_loss
 from keras_vit.models.base import VisionTransformer
 from keras_vit.models.encoder import model_inputs
 
@@ -70,7 +70,19 @@ class TaskModel(VisionTransformer):
         raise NotImplementedError
 
 
-class ImageClassifier(TaskModel):
+class LabelledTaskModel(TaskModel):
+    """A task whose built-in loss is `classification_loss` of its heads against the labels."""
+
+    def checks_labels(self):
+        return self.loss is None
+
+    def check_labels(self, labels):
+        if self.checks_labels():
+            # num_labels=0 (Hugging Face's identity classifier): the logits are the [CLS] token.
+            check_labels(labels, self.config.num_labels or self.config.hidden_size, self.config.problem_type)
+
+
+class ImageClassifier(LabelledTaskModel):
     """A linear classifier on the final [CLS] token; built-in loss `classification_loss`."""
 
     def head(self, config, encoded, pixel_values, data_format, dtype):
@@ -94,7 +106,7 @@ class ImageClassifier(TaskModel):
         return classification_loss(y, y_pred["logits"], sample_weight, problem_type=self.config.problem_type)
 
 
-class ImageClassifierWithTeacher(TaskModel):
+class ImageClassifierWithTeacher(LabelledTaskModel):
     """DeiT's two heads (`DistillationHead`); built-in loss: both heads against the labels."""
 
     def head(self, config, encoded, pixel_values, data_format, dtype):
