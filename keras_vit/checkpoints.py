@@ -368,7 +368,8 @@ def read_foreign_checkpoint(path_or_repo_id, revision=None, cache_dir=None, loca
     if found is None:
         return None
     path, hub_config = found
-    state = _FOREIGN_READERS[path.suffix](path)
+    # The timm/npz adapters slice and split arrays: lazy safetensors tensors are read here.
+    state = {k: np.asarray(v) if isinstance(v, LazyTensor) else v for k, v in _FOREIGN_READERS[path.suffix](path).items()}
     if path.suffix == ".npz":
         fields, architecture = config_from_npz(state)
         state, checked = npz_to_hf(state), (*_SHAPE_FIELDS, "num_attention_heads")
