@@ -12,14 +12,17 @@ timm `config.json` or none, or one `.safetensors` / `.bin` / `.pth` file) and Go
 """
 
 import inspect
+import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-from keras_vit.atomic import atomic_files
+from keras_vit.atomic import atomic_files, committed_paths
 from keras_vit.config import read_config, to_json_string
+from keras_vit.conversion import _canonical_name as canonical_name
 from keras_vit.conversion import load_hf_state_dict, tf_era_qkv_bias, to_hf_state_dict
 from keras_vit.conversion_npz import config_from_npz, npz_to_hf, read_npz, save_npz
 from keras_vit.conversion_timm import (
@@ -43,13 +46,65 @@ from keras_vit.hub import (
 logger = logging.getLogger("keras_vit")
 
 
+class LazyTensor:
+    """One tensor of a weight file, read only when converted (`np.asarray(tensor, dtype)`).
+
+    `shape` and `dtype` come from the file's header, so names and shapes can be checked, and
+    tensors nobody maps skipped, without reading any data.
+    """
+
+    def __init__(self, shape, dtype, read, source):
+        self.shape, self.dtype, self._read, self.source = tuple(shape), dtype, read, source
+
+    def __array__(self, dtype=None, copy=None):
+        array = self._read()
+        return array if dtype is None else array.astype(dtype)
+
+    def __repr__(self):
+        return f"LazyTensor(shape={self.shape}, dtype={self.dtype}, source={self.source!r})"
+
+
+# safetensors dtypes that are real numbers NumPy holds (BF16 is widened to float32 on read).
+_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"}
+
+
+def _read_bfloat16(path, name):
+    """A BF16 tensor of a safetensors file as float32 (NumPy has no bfloat16)."""
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        start, end = header[name]["data_offsets"]
+        f.seek(start, os.SEEK_CUR)  # offsets count from the end of the header
+        raw = np.frombuffer(f.read(end - start), "<u2")
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(header[name]["shape"])
+
+
 def _read_safetensors(path):
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    """{name: LazyTensor} of a safetensors file; tensors are read one at a time, when used."""
+    from safetensors import SafetensorError, safe_open
+
+    def reader(name, dtype):
+        def read():
+            if dtype == "BF16":
+                return _read_bfloat16(path, name)
+            with safe_open(str(path), framework="numpy") as f:
+                return f.get_tensor(name)
+
+        return read
 
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+        with safe_open(str(path), framework="numpy") as f:
+            state = {}
+            for name in f.keys():
+                tensor = f.get_slice(name)
+                dtype = tensor.get_dtype()
+                if dtype not in _SAFETENSORS_DTYPES:
+                    raise ValueError(
+                        f"Expected {path} tensor {name!r} to have a real-valued dtype among "
+                        f"{sorted(_SAFETENSORS_DTYPES)}. Received: dtype {dtype}"
+                    )
+                state[name] = LazyTensor(tensor.get_shape(), dtype, reader(name, dtype), str(path))
+            return state
+    except (SafetensorError, OSError) as e:
         raise ValueError(f"Could not read {path} (truncated or corrupted safetensors file): {e}") from None
 
 
@@ -110,8 +165,19 @@ def _tf_name(dataset_name):
 
 
 def _read_tf_h5(path):
-    """Reads a transformers TF `tf_model.h5` into torch names and layouts."""
+    """{torch-style name: LazyTensor} of a transformers TF `tf_model.h5`, in torch layouts;
+    each dataset is read only when used."""
     import h5py
+
+    def reader(name, kernel):
+        def read():
+            with h5py.File(path, "r") as f:
+                array = np.asarray(f[name][()])
+            if kernel:
+                array = array.T if array.ndim == 2 else np.transpose(array, (3, 2, 0, 1))
+            return array
+
+        return read
 
     state = {}
     try:
@@ -119,10 +185,15 @@ def _read_tf_h5(path):
 
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
-                    array = np.asarray(obj, dtype="float32")
-                    if name.endswith("kernel:0"):
-                        array = array.T if array.ndim == 2 else np.transpose(array, (3, 2, 0, 1))
-                    state[_tf_name(name)] = array
+                    if obj.dtype.kind not in "fiub":
+                        raise ValueError(
+                            f"Expected {path} dataset {name!r} to be real-valued. Received: dtype {obj.dtype}"
+                        )
+                    kernel = name.endswith("kernel:0")
+                    shape = obj.shape
+                    if kernel:
+                        shape = shape[::-1] if len(shape) == 2 else tuple(shape[i] for i in (3, 2, 0, 1))
+                    state[_tf_name(name)] = LazyTensor(shape, str(obj.dtype), reader(name, kernel), str(path))
 
             f.visititems(visit)
     except OSError as e:
@@ -206,6 +277,41 @@ def weights_file(directory):
     raise FileNotFoundError(f"No weights in {str(directory)!r}: looked for {', '.join(WEIGHT_FILES)}.")
 
 
+def _expected_shapes(config):
+    """[(name pattern, shape, fields)]: the Hugging Face tensors whose shapes `config` fixes."""
+    h, inner, channels = config.hidden_size, config.intermediate_size, config.num_channels
+    layer = r"encoder\.layer\.\d+\."
+    return [
+        (r"embeddings\.patch_embeddings\.projection\.weight", (h, channels, *config.patch_hw),
+         "hidden_size, num_channels, patch_size"),
+        (r"embeddings\.(cls_token|distillation_token)", (1, 1, h), "hidden_size"),
+        (layer + r"attention\.(attention\.(query|key|value)|output\.dense)\.weight", (h, h), "hidden_size"),
+        (layer + r"intermediate\.dense\.weight", (inner, h), "intermediate_size, hidden_size"),
+        (layer + r"output\.dense\.weight", (h, inner), "hidden_size, intermediate_size"),
+        (layer + r"(layernorm_before|layernorm_after)\.(weight|bias)", (h,), "hidden_size"),
+    ]
+
+
+def check_shapes(config, state_dict):
+    """Compares the checkpoint's tensor shapes (read from the file headers) with `config`.
+
+    Run before the model is built: a `config.json` that does not describe its weights
+    fails here, naming the tensor and the config fields, instead of after building a model
+    of the config's size.
+
+    Raises:
+        ValueError: naming the first tensor whose shape the config contradicts.
+    """
+    expected = [(re.compile(pattern), shape, fields) for pattern, shape, fields in _expected_shapes(config)]
+    for name, value in state_dict.items():
+        canonical = canonical_name(name)
+        for pattern, shape, fields in expected:
+            if pattern.fullmatch(canonical) and tuple(np.shape(value)) != shape:
+                values = ", ".join(f"{f}={getattr(config, f)}" for f in fields.split(", "))
+                raise ValueError(
+                    f"The checkpoint does not fit its config: tensor {name!r} has shape {tuple(np.shape(value))}, "
+                    f"the config gives {shape} ({values})."
+                )
 _FOREIGN_READERS = {
     ".npz": read_npz,
     ".safetensors": _read_safetensors,
@@ -262,7 +368,8 @@ def read_foreign_checkpoint(path_or_repo_id, revision=None, cache_dir=None, loca
     if found is None:
         return None
     path, hub_config = found
-    state = _FOREIGN_READERS[path.suffix](path)
+    # The timm/npz adapters slice and split arrays: lazy safetensors tensors are read here.
+    state = {k: np.asarray(v) if isinstance(v, LazyTensor) else v for k, v in _FOREIGN_READERS[path.suffix](path).items()}
     if path.suffix == ".npz":
         fields, architecture = config_from_npz(state)
         state, checked = npz_to_hf(state), (*_SHAPE_FIELDS, "num_attention_heads")
@@ -310,12 +417,20 @@ def from_pretrained(model_class, path_or_repo_id, ignore_mismatched_sizes=False,
         config = config_class(**{**fields, **overrides})
     else:
         directory = resolve_checkpoint(path_or_repo_id, revision, cache_dir, local_files_only)
-        config = read_config(directory, config_class)
+        saved = committed_paths(directory, [SAFETENSORS_NAME, CONFIG_NAME])
+        if saved[CONFIG_NAME] == directory / CONFIG_NAME:
+            config = read_config(directory, config_class)
+            weights = weights_file(directory)
+            read = _READERS[weights.name]
+        else:  # a save_pretrained killed between its renames: the old pair, from its backups
+            config = config_class.from_json_file(saved[CONFIG_NAME])
+            weights, read = saved[SAFETENSORS_NAME], _read_safetensors
         if overrides:
             config = config_class.from_dict({**config.to_dict(), **overrides})
-        state_dict = read_state_dict(directory)
-        if weights_file(directory).name == TF_WEIGHTS_NAME:
+        state_dict = read(weights)
+        if weights.name == TF_WEIGHTS_NAME:
             config = tf_era_qkv_bias(config, state_dict)
+    check_shapes(config, state_dict)
     model = model_class(config, **kwargs)
     load_hf_state_dict(model, state_dict, ignore_mismatched_sizes)
     return model
@@ -333,10 +448,16 @@ def save_pretrained(model, directory, format="hf"):
     beside the old config, and other files of `directory` stay. Transformers (PyTorch)
     loads the result.
 
+    Files replaced keep their mode. A save killed between its renames is undone (or
+    finished, if it committed) by the next one; until then `from_pretrained` reads the
+    old pair from the backups (`keras_vit.atomic.committed_paths`).
+
     Raises:
         ValueError: naming a config field that JSON cannot hold (e.g. a NumPy scalar), or
             if `directory` is a file; nothing on disk changes.
+        OSError: when writing fails (a full disk, a read-only directory); nothing on disk changes.
     """
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     if format not in ("hf", "timm", "npz"):
@@ -351,7 +472,10 @@ def save_pretrained(model, directory, format="hf"):
     config["architectures"] = [type(model).__name__]
     config_text = to_json_string(config)
     with atomic_files(directory, [SAFETENSORS_NAME, CONFIG_NAME]) as tmp:
-        save_file(to_hf_state_dict(model), str(tmp[SAFETENSORS_NAME]), metadata={"format": "pt"})
+        try:
+            save_file(to_hf_state_dict(model), str(tmp[SAFETENSORS_NAME]), metadata={"format": "pt"})
+        except SafetensorError as e:  # the I/O error (e.g. a full disk) as Python's own
+            raise OSError(f"Could not write {directory / SAFETENSORS_NAME}: {e}") from None
         tmp[CONFIG_NAME].write_text(config_text, encoding="utf-8")
     return directory
 

@@ -29,6 +29,12 @@ _POSITIVE_INT_FIELDS = (
     "encoder_stride",
 )
 _PROBABILITY_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate")
+# Ceilings checked before anything is allocated (a config.json is untrusted input). Raise them
+# (e.g. `keras_vit.config.MAX_PARAMETER_BYTES = 2**36`) for a larger model.
+MAX_PARAMETER_BYTES = 2**34  # float32 weights of the model a config describes (parameter_count * 4)
+MAX_NUM_HIDDEN_LAYERS = 1024  # each block is a few Keras layers: building costs time, not just bytes
+MAX_NUM_LABELS = 2**17  # num_labels without id2label makes one "LABEL_i" name per label
+MAX_NUM_PATCHES = 2**20  # tokens per image: position embeddings, and attention's tokens x tokens scores
 
 
 def to_json_string(value, what="config"):
@@ -87,6 +93,54 @@ def _as_pair(value, name):
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
         raise ValueError(f"Expected {name} to be a positive int or a pair of them. Received: {name}={value!r}")
     return pair
+
+
+_SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "intermediate_size", "image_size", "patch_size", "num_channels",
+                "encoder_stride", "pooler_output_size", "num_labels")
+
+
+def parameter_count(config, **changes):
+    """An upper bound on the number of weights of any model built from `config` (`changes`
+    override its fields): embeddings, blocks, final norm, pooler, both DeiT heads and the
+    masked-image-modeling decoder. Plain integer arithmetic, nothing allocated."""
+    get = lambda name: changes.get(name, getattr(config, name))  # noqa: E731
+    h, layers, inner, channels, stride = (get(n) for n in ("hidden_size", "num_hidden_layers", "intermediate_size",
+                                                            "num_channels", "encoder_stride"))
+    (image_h, image_w), (patch_h, patch_w) = _as_pair(get("image_size"), "image_size"), _as_pair(get("patch_size"), "patch_size")
+    tokens = (image_h // patch_h) * (image_w // patch_w) + 2
+    pooler, labels = get("pooler_output_size"), changes.get("num_labels", config.num_labels)
+    embeddings = h * channels * patch_h * patch_w + h + tokens * h + 3 * h
+    block = 4 * (h * h + h) + 2 * h * inner + inner + h + 4 * h
+    heads = h * pooler + pooler + 2 * (h * labels + labels) + (h + 1) * stride * stride * channels
+    return embeddings + layers * block + 2 * h + heads
+
+
+def _check_model_size(config):
+    """Raises ValueError naming the field that makes `config` too large to build (see the ceilings above)."""
+    if config.num_hidden_layers > MAX_NUM_HIDDEN_LAYERS:
+        raise ValueError(
+            f"Expected num_hidden_layers <= {MAX_NUM_HIDDEN_LAYERS} (keras_vit.config.MAX_NUM_HIDDEN_LAYERS; raise it "
+            f"for a deeper model). Received: num_hidden_layers={config.num_hidden_layers}"
+        )
+    if config.num_patches > MAX_NUM_PATCHES:
+        raise ValueError(
+            f"Expected image_size / patch_size to give at most {MAX_NUM_PATCHES} patches "
+            f"(keras_vit.config.MAX_NUM_PATCHES; raise it for more). Received: image_size={config.image_size}, "
+            f"patch_size={config.patch_size} give {config.num_patches} patches"
+        )
+    count = parameter_count(config)
+    if count * 4 <= MAX_PARAMETER_BYTES:
+        return
+    defaults = {name: p.default for name, p in inspect.signature(ViTConfig.__init__).parameters.items()}
+    defaults.update(pooler_output_size=config.hidden_size, num_labels=2)
+    # The field whose default value would shrink the model most is the one to blame.
+    culprit = min(_SIZE_FIELDS, key=lambda name: parameter_count(config, **{name: defaults[name]}))
+    value = config.num_labels if culprit == "num_labels" else getattr(config, culprit)
+    raise ValueError(
+        f"Expected a model of at most {MAX_PARAMETER_BYTES} bytes of float32 weights "
+        f"(keras_vit.config.MAX_PARAMETER_BYTES; raise it for a larger model). Received: {culprit}={value!r} "
+        f"gives about {count} weights ({count * 4} bytes)"
+    )
 
 
 def _default_id2label(num_labels):
@@ -168,8 +222,13 @@ class ViTConfig:
             the closest field.
         ValueError: naming the field and value, when a size is not positive, `hidden_size`
             is not divisible by `num_attention_heads`, `image_size` is not divisible by
-            `patch_size`, a probability is outside [0, 1), an activation is unknown, or
-            `problem_type` is not None or one of `PROBLEM_TYPES`.
+            `patch_size`, a probability is outside [0, 1), an activation is unknown,
+            `problem_type` is not None or one of `PROBLEM_TYPES`; or, before anything is
+            allocated, when a size passes its ceiling: `num_hidden_layers` >
+            `MAX_NUM_HIDDEN_LAYERS`, `num_labels` > `MAX_NUM_LABELS`, more patches than
+            `MAX_NUM_PATCHES`, or weights (`parameter_count` x 4 bytes) over
+            `MAX_PARAMETER_BYTES`, naming the field that makes the model that large.
+            Each ceiling is a module attribute the user can raise.
 
     >>> config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
     >>> config.num_patches
@@ -265,6 +324,11 @@ class ViTConfig:
             num_labels = 2 if num_labels is None else num_labels
             if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 0:
                 raise ValueError(f"Expected num_labels to be an int >= 0. Received: num_labels={num_labels!r}")
+            if num_labels > MAX_NUM_LABELS:
+                raise ValueError(
+                    f"Expected num_labels <= {MAX_NUM_LABELS} (keras_vit.config.MAX_NUM_LABELS; raise it for more). "
+                    f"Received: num_labels={num_labels}"
+                )
             id2label = _default_id2label(num_labels)
         return id2label
 
@@ -313,6 +377,7 @@ class ViTConfig:
                 f"Expected problem_type to be None or one of {PROBLEM_TYPES}. "
                 f"Received: problem_type={self.problem_type!r}"
             )
+        _check_model_size(self)
 
     # === Derived values ===
     @property

@@ -139,6 +139,11 @@ def label_loss(labels, cls_logits, distillation_logits, label_smoothing=0.0, sam
     return {"loss": 0.5 * (cls_loss + distillation_loss), "cls_loss": cls_loss, "distillation_loss": distillation_loss}
 
 
+def _shares_weights(student, teacher):
+    """Whether `teacher` is `student` or holds one of its (built) variables."""
+    return teacher is student or bool({id(v) for v in student.weights} & {id(v) for v in teacher.weights})
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class DistillationTrainer(keras.Model):
     """Fits a DeiT student against labels and a frozen teacher with `fit(images, labels)`.
@@ -187,7 +192,8 @@ class DistillationTrainer(keras.Model):
 
     Raises:
         ValueError: a student that is not a `DeiTForImageClassificationWithTeacher`, a
-            missing teacher, an unknown distillation mode, alpha outside [0, 1],
+            missing teacher, a teacher that is the student or shares its weights (it
+            would be frozen with them), an unknown distillation mode, alpha outside [0, 1],
             temperature <= 0, or label_smoothing outside [0, 1); and at `fit` / `evaluate`, a
             loss given to `compile`, missing labels, or teacher logits whose width is not
             num_labels.
@@ -227,6 +233,12 @@ class DistillationTrainer(keras.Model):
             )
         if teacher is None and distillation != "none":
             raise ValueError(f'Expected a teacher model for distillation={distillation!r}. Received: teacher=None')
+        if teacher is not None and _shares_weights(student, teacher):
+            raise ValueError(
+                "Expected a teacher that is not the student and shares none of its weights: the teacher is frozen, "
+                "so freezing the student's own weights would train nothing. Received: teacher="
+                f"{'student' if teacher is student else type(teacher).__name__ + ' sharing weights with the student'}"
+            )
         if not 0 <= alpha <= 1:
             raise ValueError(f"Expected alpha in [0, 1]. Received: alpha={alpha}")
         if not temperature > 0:

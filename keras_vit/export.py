@@ -14,11 +14,14 @@ exports never pick the same version.
 
 Signatures (tag "serve"):
 
-    serving_default  input `images`: tf.string (batch,), encoded JPEG, PNG, GIF (first
-                     frame), BMP or WebP images of any size and channel count. The graph
-                     reads each image's size from its header and refuses, before
-                     decoding, one with more than `max_image_pixels` pixels (default
-                     PIL's decompression-bomb limit, 89,478,485); decodes it to RGB (alpha
+    serving_default  input `images`: tf.string (batch >= 1,), encoded JPEG, PNG, GIF
+                     (first frame), BMP or still WebP images of any size and channel
+                     count. The graph reads each image's size from its headers and
+                     refuses, before decoding, one with more than `max_image_pixels`
+                     pixels (default PIL's decompression-bomb limit, 89,478,485; a GIF
+                     counts its screen plus each frame's size, for every frame), and one
+                     whose size it cannot read (JPEG XL, animated WebP, an empty string,
+                     other formats; the message names the image's place in the batch); decodes it to RGB (alpha
                      dropped, grayscale repeated; luma for 1-channel models); applies its
                      JPEG EXIF orientation as the PIL processor does; refuses one that
                      would resize to more than `MAX_RESIZED_PIXELS` (4096 x 4096, e.g.
@@ -62,9 +65,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.atomic import make_dirs
+from keras_vit.atomic import exchange, make_dirs
 from keras_vit.config import to_json_string
-from keras_vit.image_decoding import decode_image, is_complete_image
+from keras_vit.image_decoding import decode_image
 from keras_vit.layers.preprocessing import ImagePreprocessing
 from keras_vit.models.base import VisionTransformer
 from keras_vit.preprocessor_config import MAX_IMAGE_PIXELS, MAX_RESIZED_PIXELS
@@ -79,6 +82,7 @@ FEATURE_OUTPUTS = ("last_hidden_state", "pooler_output")
 WARMUP_FILE = Path("assets.extra", "tf_serving_warmup_requests")
 LABELS_FILE = Path("assets.extra", "labels.json")  # id2label as JSON, {"0": name, ...}; TF Serving ignores it
 CLAIM_PREFIX = ".tmp-"  # <export_base>/.tmp-<version>: the version's claim, and where it is written
+OLD_PREFIX = ".old-"  # <export_base>/.old-<version>-<token>: an overwritten version, until it is removed
 MAX_VERSION = 2**63 - 1  # TF Serving reads version numbers as int64
 VERIFY_ATOL = 1e-4
 # bfloat16 keeps 8 significant bits and int8 layers requantize their inputs: the graph and Keras
@@ -108,8 +112,10 @@ def export_saved_model(
     renamed to `<export_base>/<version>` only once complete. Creating it with `os.mkdir`
     claims the version: a concurrent export with `version=None` takes the next one, with
     the same explicit version it fails at once. On any failure the temporary directory is
-    removed and `export_base` is left as it was. With `overwrite`, the old version is
-    renamed aside, the new one renamed in, then the old one deleted.
+    removed and `export_base` is left as it was. With `overwrite`, the old and new
+    version directories are swapped in one `renameat2(RENAME_EXCHANGE)` (Linux), so a
+    server or a crash sees the old version or the new one, never none; then the old one
+    is deleted.
     Signatures and output names are listed in the module docstring.
 
     Args:
@@ -137,8 +143,10 @@ def export_saved_model(
         sample_images: None (two synthetic PNGs are used) or a non-empty list of encoded
             images (bytes); they also make up the warmup requests.
         verbose: bool, print each step and its duration.
-        max_image_pixels: int >= 1, the largest width x height the bytes signature
-            decodes (checked from the header before decoding).
+        max_image_pixels: int >= 1, the most pixels the bytes signature decodes per
+            image, checked from the headers before decoding
+            (`keras_vit.image_decoding.declared_pixels`: width x height; for a GIF the
+            screen plus each frame, summed over its frames).
         jit_compile: bool, run the model part of both signatures as one XLA-compiled
             function (`tf.function(jit_compile=True)`; compiled once per batch size, at
             warm-up or on the first request of that size). Faster on CPU (see
@@ -207,6 +215,7 @@ def export_saved_model(
     log = functools.partial(_step, verbose=verbose)
     created = [p for p in (export_base, *export_base.parents) if not p.exists()]
     make_dirs(export_base)
+    _recover_versions(export_base)
     tmp, version = _claim(export_base, version)
     target = export_base / str(version)
     try:
@@ -429,7 +438,9 @@ def _preprocessing_layer(model, processor, layer):
 def _preprocess_images(images, layer, channels, max_image_pixels):
     """tf.string (batch,) encoded images -> float32 pixel_values in the model's layout.
 
-    Each image is checked against `max_image_pixels` from its header, decoded with its EXIF
+    An empty batch fails (`InvalidArgumentError`), as does an image that is empty,
+    unreadable or cut short, naming its index ("image i of the batch (counting from 0)"). Each image is checked against
+    `max_image_pixels` from its headers, decoded with its EXIF
     orientation (`keras_vit.image_decoding.decode_image`), converted to luma for 1-channel
     models, checked against `MAX_RESIZED_PIXELS` after resizing, then run through `layer`.
     """
@@ -437,13 +448,8 @@ def _preprocess_images(images, layer, channels, max_image_pixels):
 
     def preprocess(index_and_image):
         index, encoded = index_and_image
-        message = tf.strings.format(
-            "Expected image {} of the batch (counting from 0) to be a complete JPEG, PNG, GIF, BMP or WebP image "
-            "of 8 bits per channel.",
-            index,
-        )
-        with tf.control_dependencies([tf.debugging.Assert(is_complete_image(encoded), [message])]):
-            image = tf.cast(decode_image(encoded, max_image_pixels), tf.float32)
+        name = tf.strings.format("image {} of the batch (counting from 0)", index)
+        image = tf.cast(decode_image(encoded, max_image_pixels, name=name), tf.float32)
         if channels == 1:
             image = tf.round(tf.image.rgb_to_grayscale(image))
         height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -458,7 +464,10 @@ def _preprocess_images(images, layer, channels, max_image_pixels):
             image = tf.identity(image)
         return layer(image[None])[0]
 
-    indices = tf.range(tf.shape(images, out_type=tf.int64)[0])
+    count = tf.size(images)
+    message = f"Expected at least one image in {IMAGES_INPUT}. Received: an empty batch, shape (0,)"
+    with tf.control_dependencies([tf.debugging.Assert(count > 0, [message])]):
+        indices = tf.range(count, dtype=tf.int64)
     return tf.map_fn(preprocess, (indices, images), fn_output_signature=tf.TensorSpec(output_shape, tf.float32))
 
 
@@ -586,14 +595,20 @@ def _verify(path, model, names, samples, pixel_values):
 
 
 def _publish(tmp, target, overwrite):
-    """Renames `tmp` to `target`; with `overwrite`, the old version is swapped out then removed."""
+    """Renames `tmp` to `target`; with `overwrite`, swaps the two directories in one step
+    (`keras_vit.atomic.exchange`), so that the version never disappears, and the old one,
+    now at `tmp`, is removed by the caller. Where the system cannot swap, the old version
+    is renamed aside to `.old-<version>-<token>` first (`_recover_versions` restores or
+    removes such a leftover on the next export)."""
     if not (target.exists() or target.is_symlink()):
         os.rename(tmp, target)
         return
     if not overwrite:
         raise ValueError(f"Version {target.name} appeared at {target} during the export; not overwriting it.")
     _check_target(target, overwrite)
-    old = target.with_name(f".old-{target.name}-{secrets.token_hex(4)}")
+    if exchange(tmp, target):
+        return
+    old = target.with_name(f"{OLD_PREFIX}{target.name}-{secrets.token_hex(4)}")
     os.rename(target, old)
     try:
         os.rename(tmp, target)
@@ -601,6 +616,19 @@ def _publish(tmp, target, overwrite):
         os.rename(old, target)
         raise
     shutil.rmtree(old)
+
+
+def _recover_versions(export_base):
+    """Puts back an old version that a crashed `_publish` left renamed aside (its version
+    directory missing), or removes it when the new version was published."""
+    for old in export_base.glob(f"{OLD_PREFIX}*"):
+        version = old.name[len(OLD_PREFIX) :].rsplit("-", 1)[0]
+        target = export_base / version
+        if version.isdigit() and old.is_dir() and not old.is_symlink():
+            if target.exists() or target.is_symlink():
+                shutil.rmtree(old)
+            else:
+                os.rename(old, target)
 
 
 @contextlib.contextmanager

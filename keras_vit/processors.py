@@ -18,11 +18,13 @@ layout of this library's models. Hugging Face returns channels-first; pass
 
 import copy
 import inspect
+import io
 import os
 
 import numpy as np
-from PIL import Image, ImageMode, ImageOps
+from PIL import Image, ImageMode
 
+from keras_vit import exif
 from keras_vit.atomic import write_text_atomically
 from keras_vit.config import to_json_string
 from keras_vit.data_format import DATA_FORMATS
@@ -51,6 +53,9 @@ def _check_8_bit(image, name):
 def load_image(path, name="image"):
     """Decodes an image file as transformers' `load_image` does: EXIF orientation applied, then RGB.
 
+    The orientation is read by the rules of `keras_vit.exif` (JPEG APP1, PNG eXIf, WebP
+    EXIF; the serving graph reads it the same way), not from XMP or comments.
+
     Returns a `PIL.Image.Image` of mode "RGB". Raises `FileNotFoundError` for a missing file,
     `ImageTooLargeError` (a `ValueError`) over the pixel limit, and `ValueError` for a file
     that is not a decodable 8-bit image.
@@ -61,8 +66,10 @@ def load_image(path, name="image"):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Expected {name} to be an image file. No file at {path!r}")
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             limit = Image.MAX_IMAGE_PIXELS
             if limit is not None and image.width * image.height > limit:
                 raise ImageTooLargeError(
@@ -72,11 +79,27 @@ def load_image(path, name="image"):
                 )
             image.load()
             _check_8_bit(image, f"{name} ({path!r})")
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return _transpose(image, exif.orientation(data)).convert("RGB")
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"Refusing to decode {path!r}: it is over PIL's decompression-bomb limit. {e}") from None
     except OSError as e:
         raise ValueError(f"Expected {name} to be a readable image file. Could not decode {path!r}: {e}") from None
+
+
+# EXIF orientation -> the PIL transpose that makes the image upright (PIL.ImageOps.exif_transpose's table).
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _transpose(image, orientation):
+    return image.transpose(_TRANSPOSES[orientation]) if orientation in _TRANSPOSES else image
 
 
 def _pil_to_array(image, do_convert_rgb):

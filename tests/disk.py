@@ -32,3 +32,9 @@ def modes(root):
     for path in root.rglob("*"):
         out[str(path.relative_to(root))] = path.stat().st_mode & 0o777
     return out
+
+
+def peak_rss_mib():
+    """This process's peak resident memory so far (VmHWM of /proc/self/status), in MiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024

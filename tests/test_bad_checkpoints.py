@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import keras_vit
-from keras_vit.checkpoints import read_state_dict
+from keras_vit import checkpoints
+from keras_vit.checkpoints import LazyTensor, read_state_dict
 from keras_vit.conversion import to_hf_state_dict
 from tests.conftest import TINY
-from tests.disk import snapshot
+from tests.disk import peak_rss_mib, snapshot
 from tests.test_checkpoints import FIXTURES
 
 INDEX = "model.safetensors.index.json"
@@ -322,3 +323,74 @@ def test_qkv_bias_false_without_biases_stays_false(hf_vit, tmp_path):
     hf = transformers.ViTModel(transformers.ViTConfig(**TINY, qkv_bias=False)).eval()
     hf.save_pretrained(tmp_path)
     assert keras_vit.ViTModel.from_pretrained(tmp_path).config.qkv_bias is False
+
+
+# === Weights read lazily, only the tensors mapped; shapes checked against the config first ===
+def test_unused_h5_dataset_is_never_read(tmp_path):
+    import h5py
+
+    directory = shutil.copytree(FIXTURES / "tf-vit-classifier", tmp_path / "ckpt")
+    with h5py.File(directory / "tf_model.h5", "a") as f:  # 15000 x 15000 float32 (858 MiB), chunked zeros
+        f.create_dataset("unused/huge:0", shape=(15000, 15000), dtype="float32", chunks=(1000, 1000),
+                         compression="gzip", fillvalue=0)
+    assert (directory / "tf_model.h5").stat().st_size < 2**20
+    peak = peak_rss_mib()
+    with pytest.raises(ValueError, match=r"unexpected tensors: \['huge'\]"):
+        keras_vit.ViTForImageClassification.from_pretrained(directory)
+    assert peak_rss_mib() - peak < 100
+
+
+def test_weights_are_read_only_when_mapped(hf_vit, tmp_path, monkeypatch):
+    hf_vit.save_pretrained(tmp_path)
+    state = read_state_dict(tmp_path)
+    assert all(isinstance(v, LazyTensor) for v in state.values())
+    reads = []
+    for name, tensor in state.items():
+        monkeypatch.setattr(tensor, "_read", lambda read=tensor._read, name=name: reads.append(name) or read())
+    monkeypatch.setattr(checkpoints, "read_state_dict", lambda directory: state)
+    np.testing.assert_array_equal(np.asarray(state["classifier.bias"]), hf_vit.classifier.bias.detach().numpy())
+    assert reads == ["classifier.bias"]
+
+
+@pytest.mark.parametrize("field, value, tensor", [
+    ("hidden_size", 64, "embeddings.cls_token"),
+    ("intermediate_size", 4000, "encoder.layer.0.intermediate.dense.weight"),
+    ("patch_size", 16, "embeddings.patch_embeddings.projection.weight"),
+])
+def test_config_that_contradicts_the_weights_is_named_before_building(hf_vit, tmp_path, monkeypatch, field, value,
+                                                                      tensor):
+    hf_vit.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, field: value, "num_attention_heads": 4}))
+    monkeypatch.setattr(keras_vit.ViTForImageClassification, "__init__", lambda *a, **k: pytest.fail("built"))
+    with pytest.raises(ValueError, match=rf"tensor 'vit.{tensor}' has shape .*{field}={value}"):
+        keras_vit.ViTForImageClassification.from_pretrained(tmp_path)
+
+
+def _safetensors_with(dtype, nbytes, shape):
+    header = json.dumps({"w": {"dtype": dtype, "shape": shape, "data_offsets": [0, nbytes]}}).encode()
+    return len(header).to_bytes(8, "little") + header + b"\x01" * nbytes
+
+
+@pytest.mark.parametrize("dtype, nbytes", [("F8_E4M3", 2), ("F8_E5M2", 2), ("C64", 16)])
+def test_safetensors_of_a_dtype_without_real_numpy_values_is_named(tmp_path, dtype, nbytes):
+    (tmp_path / "model.safetensors").write_bytes(_safetensors_with(dtype, nbytes, [2]))
+    with pytest.raises(ValueError, match=rf"tensor 'w' to have a real-valued dtype .*Received: dtype {dtype}"):
+        read_state_dict(tmp_path)
+
+
+def test_bfloat16_safetensors_are_widened_to_float32(tmp_path):
+    values = np.array([1.0, -2.5, 3.140625], np.float32)
+    raw = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [3], "data_offsets": [0, 6]}}).encode()
+    (tmp_path / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + raw)
+    np.testing.assert_array_equal(np.asarray(read_state_dict(tmp_path)["w"]), values)
+
+
+def test_complex_h5_dataset_is_named(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "tf_model.h5", "w") as f:
+        f.create_dataset("vit/tf_vi_t/vit/embeddings/cls_token:0", data=np.ones((1, 1, 32), np.complex64))
+    with pytest.raises(ValueError, match=r"cls_token:0' to be real-valued. Received: dtype complex64"):
+        read_state_dict(tmp_path)

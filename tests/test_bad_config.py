@@ -15,7 +15,7 @@ from keras_vit.config import read_config
 from keras_vit.config import config_class_for
 from keras_vit.layers.activations import ACTIVATIONS
 from tests.conftest import TINY, tiny_config
-from tests.disk import snapshot
+from tests.disk import peak_rss_mib, snapshot
 
 NAN, INF = float("nan"), float("inf")
 
@@ -309,3 +309,52 @@ def test_valid_controls_are_accepted():
                           "architectures": ["ViTModel"]})
     assert config.id2label == {0: "cat", 1: "dog"} and config.label2id == {"cat": 0, "dog": 1}
     assert config_class_for("deit") is DeiTConfig
+
+
+# === Sizes that would allocate: refused before anything is built ===
+# The reproductions of issue 33: each took tens of seconds and gigabytes before it failed.
+HUGE_FIELDS = [
+    ({"num_hidden_layers": 10**6}, r"num_hidden_layers <= 1024 .*Received: num_hidden_layers=1000000"),
+    ({"intermediate_size": 10**8}, r"MAX_PARAMETER_BYTES.*Received: intermediate_size=100000000 gives about"),
+    ({"image_size": 80000}, r"at most 1048576 patches .*Received: image_size=80000, patch_size=8"),
+    ({"num_labels": 10**8}, r"num_labels <= 131072 .*Received: num_labels=100000000"),
+    ({"hidden_size": 10**9}, r"MAX_PARAMETER_BYTES.*Received: hidden_size=1000000000 gives"),
+    ({"hidden_size": 2**16, "num_attention_heads": 1}, r"MAX_PARAMETER_BYTES.*Received: hidden_size=65536 gives"),
+    ({"image_size": 8192, "hidden_size": 8192, "num_attention_heads": 1},
+     r"MAX_PARAMETER_BYTES.*Received: image_size=8192 gives"),
+]
+
+
+@pytest.mark.parametrize("fields, message", HUGE_FIELDS, ids=lambda v: str(v)[:40])
+def test_huge_sizes_in_config_json_are_named_before_any_weight_is_built(tmp_path, fields, message):
+    config = {**TINY, "model_type": "vit", **fields}
+    if "num_labels" in fields:
+        config.pop("num_labels")
+        config["num_labels"] = fields["num_labels"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    peak = peak_rss_mib()
+    with pytest.raises(ValueError, match=message):
+        keras_vit.ViTForImageClassification.from_pretrained(tmp_path)
+    assert peak_rss_mib() - peak < 64
+
+
+def test_size_ceilings_are_module_attributes_the_user_can_raise(monkeypatch):
+    from keras_vit import config as config_module
+
+    fields = {**TINY, "intermediate_size": 2**14}
+    count = config_module.parameter_count(ViTConfig(**fields))
+    monkeypatch.setattr(config_module, "MAX_PARAMETER_BYTES", count * 4 - 1)
+    with pytest.raises(ValueError, match=f"Received: intermediate_size=16384 gives about {count} weights"):
+        ViTConfig(**fields)
+    monkeypatch.setattr(config_module, "MAX_PARAMETER_BYTES", count * 4)
+    assert ViTConfig(**fields).intermediate_size == 2**14
+    monkeypatch.setattr(config_module, "MAX_NUM_HIDDEN_LAYERS", 1)
+    with pytest.raises(ValueError, match="num_hidden_layers <= 1 "):
+        ViTConfig(**TINY)
+
+
+@pytest.mark.parametrize("model_cls", [keras_vit.ViTForImageClassification, keras_vit.ViTForMaskedImageModeling,
+                                       keras_vit.DeiTForImageClassificationWithTeacher])
+def test_parameter_count_bounds_every_model(model_cls):
+    config = tiny_config(model_cls, pooler_output_size=24)
+    assert model_cls(config).count_params() <= keras_vit.config.parameter_count(config)

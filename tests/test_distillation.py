@@ -159,6 +159,18 @@ def channel_data(count, seed=0):
     return images, (channel + 1) % 3, channel
 
 
+def test_a_teacher_that_is_or_shares_the_student_is_refused():
+    model = student()
+    with pytest.raises(ValueError, match="Expected a teacher that is not the student.*Received: teacher=student"):
+        DistillationTrainer(model, teacher=model)
+    inputs = keras.Input((32, 32, 3))
+    wrapper = keras.Model(inputs, model(inputs)["logits"])
+    with pytest.raises(ValueError, match="Received: teacher=Functional sharing weights with the student"):
+        DistillationTrainer(model, teacher=wrapper)
+    assert model.trainable  # nothing was frozen
+    DistillationTrainer(model, teacher=channel_teacher())
+
+
 @pytest.mark.parametrize("mode", ["hard", "soft", "none"])
 def test_trainer_loss_is_the_loss_function(mode):
     teacher = channel_teacher()

@@ -763,18 +763,40 @@ def test_served_limits_fail_the_request_with_a_named_invalid_argument(exported, 
     from tests.test_preprocessing import bomb_png
 
     model, _, session = exported
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"at most 89478485 pixels.*14000 x 14000 = 196000000"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"image 1 of the batch \(counting from 0\) to have at most 89478485 pixels.*196000000 pixels "
+                             r"declared in its header, 14000 x"):
         session.run("serving_default", images=[_encode(_random_image(0)), bomb_png(14000, 14000)])
     path = export_saved_model(model, tmp_path / "small", max_image_pixels=40 * 40, verbose=False)
     small = ServingSession(path)
     assert small.run("serving_default", images=[_encode(_random_image(0, (40, 40, 3)))])["logits"].shape == (1, 3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"at most 1600 pixels.*41 x 40 = 1640 pixels"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"at most 1600 pixels.*1640 pixels declared in its header, 41 x 40"):
         small.run("serving_default", images=[_encode(_random_image(0)), _encode(_random_image(1, (40, 41, 3)))])
     edge = types.SimpleNamespace(do_resize=True, size={"shortest_edge": 36}, resample=2, do_center_crop=True,
                                  crop_size={"height": 32, "width": 32}, do_rescale=True, rescale_factor=1 / 255)
     path = export_saved_model(model, tmp_path / "edge", processor=edge, verbose=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"resize to at most 16777216 pixels. Received: 20000 x 1"):
         ServingSession(path).run("serving_default", images=[_encode(np.zeros((1, 20000, 3), np.uint8))])
+
+
+@pytest.mark.parametrize("bomb", ["gif_frame_larger_than_screen", "gif_of_many_frames", "jpeg_xl", "png_30000"])
+def test_served_bombs_of_every_format_are_refused_naming_the_limit(exported, bomb):
+    from tests.bombs import BOMBS, png_rows
+
+    _, _, session = exported
+    data = png_rows(30000, 30000) if bomb == "png_30000" else BOMBS[bomb]()
+    expected = r"to be a JPEG.*size can be read before decoding" if bomb == "jpeg_xl" else r"to have at most 89478485 pixels"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected image 1 of the batch \(counting from 0\) " + expected):
+        session.run("serving_default", images=[_encode(_random_image(0)), data])
+
+
+def test_served_empty_request_and_empty_image_are_named(exported):
+    _, _, session = exported
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected at least one image in images. Received: an empty"):
+        session.run("serving_default", images=np.array([], dtype=object))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"Expected image 2 of the batch \(counting from 0\) to be a JPEG.*Received: an empty string"):
+        session.run("serving_default", images=[_encode(_random_image(0))] * 2 + [b""])
 
 
 def test_export_and_predict_a_model_that_contains_the_layer(tmp_path, capsys):
