@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 from keras_vit import checkpoints
+from keras_vit.atomic import save_keras_atomically
 from keras_vit.config import ViTConfig
 from keras_vit.data_format import DATA_FORMATS
 from keras_vit.layers.custom_gradient import graphs_own_custom_gradients
@@ -300,6 +301,14 @@ class VisionTransformer(keras.Model):
         return checkpoints.save_pretrained(self, directory, format=format)
 
     # === Serialization ===
+    def save(self, filepath, overwrite=True, **kwargs):
+        """`keras.Model.save`, atomic for local `.keras` files (`atomic.save_keras_atomically`).
+
+        Keras opens the target with "wb": a crash mid-save would leave a truncated file. Here the
+        file is written aside and renamed in, so a reader or a crash sees the old or the new one.
+        """
+        return save_keras_atomically(super().save, filepath, overwrite=overwrite, **kwargs)
+
     def get_config(self):
         return serialization.model_config(self)
 
