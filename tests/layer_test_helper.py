@@ -154,6 +154,8 @@ def path_differences(layer_cls, init_kwargs, inputs, call_kwargs=None):
             upstream = upstream.astype("float32")
         layer.set_weights(reference_layer.get_weights())
         for mode, jit_compile in modes.items():
+            if jit_compile and not layer.supports_jit:  # Keras itself would not XLA-compile it
+                continue
             kwargs_ = {**(call_kwargs or {}), **extra_call_kwargs}
             value, grads = layer_value_and_gradients(layer, arrays, upstream, kwargs_, jit_compile=jit_compile)
             if reference is None:

@@ -134,7 +134,7 @@ BAD_IMAGES = [
     (["hf", "truncated.png"], "truncated.png: error: Expected the image to be a readable image file."),
     (["hf", "images/notes.txt"], "images/notes.txt: error: Expected the image to be a readable image file."),
     (["model.keras", "fake.png"], "fake.png: error: Expected the image to be a readable image file."),
-    (["serving/1", "fake.png"], "fake.png: error: the SavedModel cannot decode it: Expected the image to be a complete"),
+    (["serving/1", "fake.png"], "fake.png: error: the SavedModel cannot decode it: Expected the image to be a JPEG, PNG, GIF, BMP or still WebP image"),
     (["serving/1", "images/notes.txt"], "images/notes.txt: error: the SavedModel cannot decode it: Expected the image"),
     (["serving/1", "truncated.png"], "truncated.png: error: the SavedModel cannot decode it: Expected the image"),
 ]

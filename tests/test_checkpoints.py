@@ -1,6 +1,7 @@
 """Numerical parity with Hugging Face transformers (PyTorch) through checkpoint files."""
 
 import json
+import pathlib
 import logging
 import time
 
@@ -186,6 +187,8 @@ import sys
 import numpy as np
 import tensorflow as tf  # first, as in a keras_vit program; its LLVM symbols are then global
 import torch
+from tests.torchvision_ops import declare_missing_torchvision_ops
+declare_missing_torchvision_ops()  # transformers imports torchvision when it is installed
 import transformers
 model = transformers.ViTForImageClassification.from_pretrained(sys.argv[1]).eval()
 with torch.no_grad():
@@ -206,7 +209,7 @@ def test_transformers_runs_after_tensorflow_in_one_process(tmp_path):
     np.save(tmp_path / "pixels.npy", pixels)
     result = subprocess.run(
         [sys.executable, "-c", TRANSFORMERS_AFTER_TENSORFLOW, tmp_path / "hf", tmp_path / "pixels.npy", tmp_path / "out.npy"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=pathlib.Path(__file__).parents[1],
     )
     assert result.returncode == 0, f"exit status {result.returncode} (-11: SIGSEGV): {result.stderr[-2000:]}"
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.asarray(ours(pixels)["logits"]), atol=TOL)

@@ -104,6 +104,9 @@ class ImagePreprocessing(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # TensorFlow's antialiased resize (ScaleAndTranslate) has no XLA kernel: Keras'
+        # jit_compile="auto" then leaves XLA off for a model that holds this layer.
+        self.supports_jit = False
         self.spec = PreprocessorConfig.from_dict(locals())  # the arguments named in its FIELDS
         if data_format not in DATA_FORMATS:
             raise ValueError(
