@@ -111,14 +111,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def call(self, hidden_states, head_mask=None, return_attention_scores=False, training=None):
         batch, seq = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
-        qkv = ops.reshape(self.qkv(hidden_states), (batch, seq, 3, self.num_attention_heads, self.head_dim))
+        tokens = ops.reshape(hidden_states, (-1, self.hidden_size))  # (batch·seq, hidden), as `TransformerBlock`'s MLP
+        qkv = ops.reshape(self.qkv(tokens), (batch, seq, 3, self.num_attention_heads, self.head_dim))
         query, key, value = ops.unstack(qkv, 3, axis=2)  # each (batch, seq, heads, head_dim)
         scale = self.head_dim**-0.5
         if return_attention_scores or head_mask is not None or (training and self.attention_dropout > 0):
             context, probs = self._explicit_attention(query, key, value, scale, head_mask, training)
         else:
             context = ops.dot_product_attention(query, key, value, scale=scale, flash_attention=self._flash_attention)
-        output = self.output_dense(ops.reshape(context, (batch, seq, self.hidden_size)))
+        output = ops.reshape(self.output_dense(ops.reshape(context, (-1, self.hidden_size))), (batch, seq, self.hidden_size))
         output = self.output_dropout(output, training=training)
         return (output, probs) if return_attention_scores else output
 

@@ -1,6 +1,7 @@
 """Pre-norm transformer encoder block of ViT/DeiT."""
 
 import keras
+from keras import ops
 
 from keras_vit.layers.activations import get_activation
 from keras_vit.layers.attention import MultiHeadSelfAttention
@@ -118,15 +119,22 @@ class TransformerBlock(keras.layers.Layer):
         def attention(x):
             return self.attention(self.layernorm_before(x), head_mask, return_attention_scores=return_attention_scores)
 
-        def mlp(x):
-            return self.fc2(self.activation(self.fc1(self.layernorm_after(x))))
-
         keeps_attention = return_attention_scores or (training and self.attention_dropout > 0)
         attended = (attention if keeps_attention else self._checkpointed(attention))(hidden_states)
         attended, probs = attended if return_attention_scores else (attended, None)
         hidden_states = hidden_states + self.drop_path(self.dropout_layer(attended))
-        hidden_states = hidden_states + self.drop_path(self.dropout_layer(self._checkpointed(mlp)(hidden_states)))
+        hidden_states = hidden_states + self.drop_path(self.dropout_layer(self._checkpointed(self._mlp)(hidden_states)))
         return (hidden_states, probs) if return_attention_scores else hidden_states
+
+    def _mlp(self, hidden_states):
+        """fc2(activation(fc1(layernorm_after(x)))) on the (batch·seq, hidden) tokens.
+
+        On TensorFlow a `Dense` on a 3-D input goes through `tensordot`, whose reshape between
+        the matmul and the bias keeps grappler/oneDNN from fusing matmul, bias and GELU
+        (`benchmarks/serving_latency.py --profile`); the attention's projections do the same.
+        """
+        tokens = ops.reshape(self.layernorm_after(hidden_states), (-1, self.hidden_size))
+        return ops.reshape(self.fc2(self.activation(self.fc1(tokens))), ops.shape(hidden_states))
 
     def _checkpointed(self, branch):
         """`branch`, recomputed in the backward pass with `gradient_checkpointing` (`keras.remat`).
