@@ -22,7 +22,7 @@ import numpy as np
 
 from keras_vit.atomic import atomic_files, committed_paths
 from keras_vit.config import read_config, to_json_string
-from keras_vit.conversion import _canonical_name as canonical_name
+from keras_vit.conversion import canonical_name
 from keras_vit.conversion import load_hf_state_dict, tf_era_qkv_bias, to_hf_state_dict
 from keras_vit.conversion_npz import config_from_npz, npz_to_hf, read_npz, save_npz
 from keras_vit.conversion_timm import (

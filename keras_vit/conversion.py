@@ -128,7 +128,7 @@ _V5_RENAMES = (
 _QKV = {"q": "query", "k": "key", "v": "value"}
 
 
-def _canonical_name(name):
+def canonical_name(name):
     """Drops the `vit.`/`deit.` prefix and maps transformers 5 module names to on-disk names."""
     for prefix in ENCODER_PREFIXES:
         if name.startswith(prefix):
@@ -155,7 +155,7 @@ def tf_era_qkv_bias(config, state_dict):
     used) query/key/value biases, so their `tf_model.h5` files carry bias tensors whatever
     `config.json` says. Loading them as `qkv_bias=True` reproduces the original TF outputs.
     """
-    has_bias = any(_canonical_name(name).endswith("attention.attention.query.bias") for name in state_dict)
+    has_bias = any(canonical_name(name).endswith("attention.attention.query.bias") for name in state_dict)
     if config.qkv_bias or not has_bias:
         return config
     logger.warning(
@@ -200,7 +200,7 @@ def load_hf_state_dict(model, state_dict, ignore_mismatched_sizes=False):
         ValueError: listing missing, unexpected or mis-shaped tensors that are not head
             weights (or head weights of another shape without `ignore_mismatched_sizes`).
     """
-    state = {_canonical_name(k): v for k, v in state_dict.items()}
+    state = {canonical_name(k): v for k, v in state_dict.items()}
     used, missing, mismatched, initialized, resized = set(), [], [], [], []
     updates = []
     for entry in _entries(model):
