@@ -10,8 +10,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     Queries, keys and values come from one fused projection `qkv` (kernel (hidden,
     3·hidden), blocks ordered query, key, value; heads contiguous inside each block, as in
-    timm's `Attention`), split into heads (batch, seq, heads, head_dim). Scores are scaled by
-    head_dim^-0.5. The output projection `output` is followed by dropout. As Hugging Face
+    timm's `Attention`), split into heads (batch, seq, heads, head_dim). The queries are
+    scaled by head_dim^-0.5 before q·kᵀ (timm's order), so no (seq, seq) tensor is scaled.
+    The output projection `output` is followed by dropout. As Hugging Face
     `ViTSelfAttention` (transformers 4.x, which had `head_mask`) and timm's `Attention`, two
     paths compute the same function:
 
@@ -114,22 +115,22 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         tokens = ops.reshape(hidden_states, (-1, self.hidden_size))  # (batch·seq, hidden), as `TransformerBlock`'s MLP
         qkv = ops.reshape(self.qkv(tokens), (batch, seq, 3, self.num_attention_heads, self.head_dim))
         query, key, value = ops.unstack(qkv, 3, axis=2)  # each (batch, seq, heads, head_dim)
-        scale = self.head_dim**-0.5
+        query = query * ops.cast(self.head_dim**-0.5, query.dtype)  # as timm's `Attention`: scaled before q·kᵀ
         if return_attention_scores or head_mask is not None or (training and self.attention_dropout > 0):
-            context, probs = self._explicit_attention(query, key, value, scale, head_mask, training)
+            context, probs = self._explicit_attention(query, key, value, head_mask, training)
         else:
-            context = ops.dot_product_attention(query, key, value, scale=scale, flash_attention=self._flash_attention)
+            context = ops.dot_product_attention(query, key, value, scale=1.0, flash_attention=self._flash_attention)
         output = ops.reshape(self.output_dense(ops.reshape(context, (-1, self.hidden_size))), (batch, seq, self.hidden_size))
         output = self.output_dropout(output, training=training)
         return (output, probs) if return_attention_scores else output
 
-    def _explicit_attention(self, query, key, value, scale, head_mask, training):
+    def _explicit_attention(self, query, key, value, head_mask, training):
         """(context (batch, seq, heads, head_dim), float32 probabilities (batch, heads, seq, seq)).
 
-        softmax(q·kᵀ·scale) in float32, then attention dropout and `head_mask` on the
-        probabilities (Hugging Face `ViTSelfAttention`); the probabilities returned are before both.
+        softmax(q·kᵀ) of the scaled queries in float32, then attention dropout and `head_mask`
+        on the probabilities (Hugging Face `ViTSelfAttention`); the probabilities returned are before both.
         """
-        scores = ops.cast(ops.einsum("btnh,bsnh->bnts", query, key), "float32") * scale
+        scores = ops.cast(ops.einsum("btnh,bsnh->bnts", query, key), "float32")
         probs = ops.softmax(scores, axis=-1)
         weights = self.attention_dropout_layer(probs, training=training)
         if head_mask is not None:
