@@ -5,7 +5,15 @@ Each case times two ways of computing the same function on DeiT-S/16 training sh
 
 - attention: `MultiHeadSelfAttention`'s explicit path (einsum, float32 softmax, einsum) vs
   `keras.ops.dot_product_attention` (PyTorch's SDPA on torch, XLA's math on TensorFlow and JAX);
-- gelu: exact (erf) vs the tanh approximation, on (batch, seq, 1536);
+- attention layout: `keras.ops.dot_product_attention` on (batch, seq, heads, head_dim) (its
+  einsums on TensorFlow) vs the same math as `ops.matmul` on (batch, heads, seq, head_dim),
+  transposed in and out;
+- gelu: exact vs the tanh approximation, on (batch, seq, 1536);
+- gelu form: `keras.ops.gelu` (exact; TensorFlow composes it with erfc, PyTorch runs one
+  kernel) vs the same function written as 0.5·x·(1 + erf(x/√2)) in `keras.ops`;
+- layernorm: `keras.layers.LayerNormalization` (PyTorch's `layer_norm` on torch, Keras'
+  moments formula elsewhere) vs (x − mean)·rsqrt(mean((x − mean)²) + ε)·γ + β in `keras.ops`,
+  on (batch, seq, 384);
 - bias (PyTorch): a Dense 384 → 1536 with bias on (batch, seq, 384) as Keras runs it (matmul,
   then the bias added) vs one `torch.addmm`, as `torch.nn.Linear` runs it: the special path
   keras_vit would keep only for a win of at least 15 % (issue 30).
@@ -79,12 +87,27 @@ def cases(batch, seq):
     wide = rng.normal(size=(batch, seq, MLP)).astype("float32")
     layer, scale = MultiHeadSelfAttention(HIDDEN, HEADS), (HIDDEN // HEADS) ** -0.5
     yield "attention", "explicit", "dot_product_attention", (
-        fwd_bwd(lambda q, k, v: layer._explicit_attention(q, k, v, scale, None, False)[0], qkv),
+        fwd_bwd(lambda q, k, v: layer._explicit_attention(q * scale, k, v, None, False)[0], qkv),
         fwd_bwd(lambda q, k, v: ops.dot_product_attention(q, k, v, scale=scale), qkv),
+    )
+    yield "attention layout", "dot_product_attention", "head-major matmul", (
+        fwd_bwd(lambda q, k, v: ops.dot_product_attention(q, k, v, scale=scale), qkv),
+        fwd_bwd(lambda q, k, v: head_major_attention(q * scale, k, v), qkv),
     )
     yield "gelu", "exact", "tanh", (
         fwd_bwd(lambda x: ops.gelu(x, approximate=False), [wide]),
         fwd_bwd(lambda x: ops.gelu(x, approximate=True), [wide]),
+    )
+    yield "gelu form", "ops.gelu", "erf formula", (
+        fwd_bwd(lambda x: ops.gelu(x, approximate=False), [wide]),
+        fwd_bwd(lambda x: 0.5 * x * (1.0 + ops.erf(x * 0.5**0.5)), [wide]),
+    )
+    norm = keras.layers.LayerNormalization(epsilon=1e-12)
+    norm.build((None, None, HIDDEN))
+    gamma, beta = np.ones(HIDDEN, "float32"), np.zeros(HIDDEN, "float32")
+    yield "layernorm", "Keras layer", "centred formula", (
+        fwd_bwd(with_weights(norm, norm, ("gamma", "beta")), [tokens, gamma, beta]),
+        fwd_bwd(centred_layer_norm, [tokens, gamma, beta]),
     )
     if keras.backend.backend() == "torch":
         import torch
@@ -93,21 +116,39 @@ def cases(batch, seq):
         dense.build((None, None, HIDDEN))
         weights = [tokens, kernel, np.zeros(MLP, "float32")]
         yield "bias", "Dense call", "addmm", (
-            fwd_bwd(with_weights(dense, lambda x: dense(x)), weights),
+            fwd_bwd(with_weights(dense, dense, ("kernel", "bias")), weights),
             fwd_bwd(lambda x, w, b: torch.addmm(b, x.reshape(-1, HIDDEN), w).reshape(batch, seq, MLP), weights),
         )
     keras.backend.clear_session()
 
 
-def with_weights(dense, fn):
-    """fn'(x, kernel, bias) = fn(x) with `dense`'s kernel and bias set to those (stateless)."""
+def with_weights(layer, fn, names):
+    """fn'(x, *weights) = fn(x) with `layer`'s weights `names` set to `weights` (stateless)."""
     import keras
 
-    def applied(x, kernel, bias):
-        with keras.StatelessScope([(dense.kernel, kernel), (dense.bias, bias)]):
+    def applied(x, *weights):
+        with keras.StatelessScope([(getattr(layer, name), w) for name, w in zip(names, weights)]):
             return fn(x)
 
     return applied
+
+
+def head_major_attention(query, key, value):
+    """softmax(q·kᵀ)·v as `ops.matmul` on (batch, heads, seq, head_dim); in and out (batch, seq, heads, head_dim)."""
+    from keras import ops
+
+    query, key, value = (ops.transpose(t, (0, 2, 1, 3)) for t in (query, key, value))
+    probs = ops.softmax(ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))), axis=-1)
+    return ops.transpose(ops.matmul(probs, value), (0, 2, 1, 3))
+
+
+def centred_layer_norm(x, gamma, beta, epsilon=1e-12):
+    """Layer normalisation over the last axis written from its definition (Ba et al. 2016)."""
+    from keras import ops
+
+    centred = x - ops.mean(x, axis=-1, keepdims=True)
+    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+    return centred * ops.rsqrt(variance + epsilon) * gamma + beta
 
 
 def worker(repeats):
