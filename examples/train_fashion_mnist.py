@@ -28,7 +28,7 @@ attention from a convnet teacher, most with hard distillation. The job:
    images, with a colour bar) and the training curves (validation accuracy per student, the
    class-head loss all students share; matplotlib PNGs), and prints where each file went.
 
-Run:  python examples/train_fashion_mnist.py [--epochs 30] [--train-size 5000] [--output runs/fashion_mnist]
+Run:  python examples/train_fashion_mnist.py [--epochs 36] [--train-size 5000] [--output runs/fashion_mnist]
 Quick check:  python examples/train_fashion_mnist.py --subset 512 --epochs 1 --teacher-epochs 1
 """
 
@@ -381,7 +381,7 @@ def _save_figure(figure, path):
 # === The job ===
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30, help="epochs for each student")
+    parser.add_argument("--epochs", type=int, default=36, help="epochs for each student")
     parser.add_argument("--teacher-epochs", type=int, default=3, help="epochs for the teacher (all training images)")
     parser.add_argument("--train-size", type=int, default=5000, help="training images (data-limited students)")
     parser.add_argument("--subset", type=int, help="quick run: at most this many training and test images")
