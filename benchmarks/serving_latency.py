@@ -18,7 +18,9 @@ and each `predict_pixels` signature is run the way TF Serving runs it: loaded wi
 measured on real photos (scikit-learn's two sample images, cut into 224 x 224 crops on a 3 x 3
 grid, 18 crops): max |Δ logits| and top-1 agreement against ONNX Runtime float32. Random
 weights give logits close together, so top-1 agreement is a harsh test here. `--profile` prints, for the default export, the op types that take the most time
-(TF1 step stats) and the op count per encoder block, then exits.
+(TF1 step stats) and the op count per encoder block; for the `jit_compile` export, whose model is
+one XLA op there, the XLA:CPU thunks that take the most time in a TensorFlow profiler trace,
+summed over the threads that run them; then exits.
 
 Run: KERAS_BACKEND=tensorflow python benchmarks/serving_latency.py [--batches 1 8 32] [--rounds 9]
 Needs: pip install 'keras-vit[benchmark]' (onnx, onnxruntime, transformers, torch).
@@ -127,13 +129,49 @@ def profile(runner, pixel_values, depth, top=12):
         print(f"| {op} | {counts[op]} | {counts[op] / depth:.1f} | {us / 1e3:.2f} | {us / total:.0%} |")
 
 
+def profile_xla(runner, pixel_values, top=8, rounds=3):
+    """Prints the XLA:CPU thunks taking the most time over `rounds` session runs (TensorFlow profiler trace)."""
+    import glob
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    runner(pixel_values)
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        for _ in range(rounds):
+            runner(pixel_values)
+        wall = (time.perf_counter() - start) / rounds
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(Path(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]).read_bytes())
+    micros, counts, threads = collections.Counter(), collections.Counter(), set()
+    for plane in space.planes:
+        for line in plane.lines:
+            if "Eigen" not in line.name:  # XLA:CPU runs its thunks on the intra-op (Eigen) threads
+                continue
+            threads.add(line.name)
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name.split(".")[0]  # MatMul.112 -> MatMul
+                micros[name] += event.duration_ps / 1e6 / rounds
+                counts[name] += 1 / rounds
+    executed = micros.pop("ThunkExecutor::Execute", 0.0)
+    print(
+        f"batch {len(pixel_values)}: {wall * 1e3:.1f} ms per request; the thunk executor ran {executed / 1e3:.1f} ms "
+        f"summed over {len(threads)} threads"
+    )
+    print("| XLA:CPU thunk | count | ms summed over threads | share of the executor's time |\n| --- | --- | --- | --- |")
+    for name, us in micros.most_common(top):
+        print(f"| {name} | {counts[name]:.0f} | {us / 1e3:.2f} | {us / executed:.0%} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="deit-small-patch16-224")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--profile", action="store_true", help="profile the default export instead")
+    parser.add_argument("--profile", action="store_true", help="profile the default and jit_compile exports instead")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -149,7 +187,7 @@ def main():
         "int8": dict(model=int8_model),
     }
     if args.profile:
-        exports = {"default": exports["default"]}
+        exports = {"default": exports["default"], "jit_compile": exports["jit_compile"]}
     rng = np.random.default_rng(0)
     height, width = config.image_hw
     with tempfile.TemporaryDirectory() as directory:
@@ -162,6 +200,7 @@ def main():
             for batch in args.batches:
                 pixel_values = rng.uniform(-1, 1, (batch, height, width, 3)).astype("float32")
                 profile(runners["SavedModel default"], pixel_values, config.num_hidden_layers)
+                profile_xla(runners["SavedModel jit_compile"], pixel_values)
             return
         float32_onnx, int8_onnx = onnx_exports(model, directory)
         runners["ONNX Runtime float32"] = OnnxRunner(float32_onnx, args.threads)
