@@ -162,7 +162,7 @@ def profile_xla(runner, pixel_values, top=8, rounds=3):
     )
     print("| XLA:CPU thunk | count | ms summed over threads | share of the executor's time |\n| --- | --- | --- | --- |")
     for name, us in micros.most_common(top):
-        print(f"| {name} | {counts[name]:.0f} | {us / 1e3:.2f} | {us / executed:.0%} |")
+        print(f"| {name} | {counts[name]:.0f} | {us / 1e3:.2f} | {us / max(executed, 1e-9):.0%} |")
 
 
 def main():
