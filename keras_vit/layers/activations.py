@@ -1,7 +1,5 @@
 """Activations by their Hugging Face names (`transformers.activations.ACT2FN`), in `keras.ops`."""
 
-import math
-
 from keras import ops
 
 
@@ -11,8 +9,9 @@ def gelu(x):
 
 
 def gelu_tanh(x):
-    """GELU with the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`)."""
-    return 0.5 * x * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+    """GELU's tanh approximation, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (`gelu_new`,
+    `gelu_pytorch_tanh`, `gelu_fast`): Keras' `ops.gelu(x, approximate=True)`."""
+    return ops.gelu(x, approximate=True)
 
 
 def quick_gelu(x):

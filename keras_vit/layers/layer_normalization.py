@@ -2,6 +2,7 @@
 
 import keras
 
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class LayerNormalization(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization` registered as `keras_vit>LayerNormalization`.
