@@ -1,12 +1,14 @@
 """CPU training step: keras_vit (TensorFlow, JAX, PyTorch backends) vs keras-hub and transformers.
 
-One training step = forward + backward + AdamW update on random data, DeiT-S/16 dimensions
+One training step = forward + backward + optimizer update on random data, DeiT-S/16 dimensions
 (hidden 384, 12 layers, 6 heads, MLP 1536, patch 16, no distillation token: every peer has
 this ViT architecture), 10 classes, float32. keras_vit and keras-hub train through
-`train_on_batch` after `compile(AdamW)`, keras-hub with sparse cross-entropy from logits,
-keras_vit with its built-in loss (the same function; on TensorFlow it is what enables the
-XLA-compiled step of `jit_compile="auto"`); transformers (PyTorch, sdpa attention) through
-`loss.backward()` and `torch.optim.AdamW`.
+`train_on_batch` after `compile(optimizer)`, keras-hub with sparse cross-entropy from logits,
+keras_vit with its built-in loss (the same function), both with Keras' default `jit_compile="auto"`
+(`--jit-compile`; no XLA on a machine without a GPU); transformers (PyTorch, sdpa attention) through
+`loss.backward()` and the `torch.optim` optimizer of the same name. The optimizer is AdamW
+(lr 1e-4), or SGD with `--optimizer sgd`: it keeps no state and its update allocates nothing,
+so the difference between the two runs is what each framework's AdamW adds to the step.
 
 Each framework runs in its own subprocess (one process per framework, resolution and
 repeat), so peak RSS (`ru_maxrss`, whole process: runtime, weights, optimizer state and
@@ -54,7 +56,7 @@ PEER = "transformers"
 OPTIONAL_MODULES = ("tensorflow", "jax", "sklearn", "matplotlib")
 
 
-def _torch_step(res, x, y, checkpointing):
+def _torch_step(res, x, y, options):
     import torch
     import transformers
 
@@ -63,9 +65,9 @@ def _torch_step(res, x, y, checkpointing):
         **DEIT_SMALL, image_size=res, num_labels=NUM_LABELS, attn_implementation="sdpa"
     )
     model = transformers.ViTForImageClassification(config).train()
-    if checkpointing:
+    if options["checkpointing"]:
         model.gradient_checkpointing_enable()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[options["optimizer"]](model.parameters(), lr=1e-4)
     pixels, labels = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y)
 
     def step():
@@ -91,7 +93,7 @@ def keras_hub_classifier(res):
     return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=NUM_LABELS, preprocessor=None, activation=None)
 
 
-def _keras_step(framework, res, x, y, jit_compile, checkpointing):
+def _keras_step(framework, res, x, y, options):
     import keras
 
     # Keras' unseeded initializers draw from Python's `random`. Not `keras.utils.set_random_seed`:
@@ -104,17 +106,18 @@ def _keras_step(framework, res, x, y, jit_compile, checkpointing):
 
         config = keras_vit.ViTConfig(**DEIT_SMALL, image_size=res, num_labels=NUM_LABELS)
         model = keras_vit.ViTForImageClassification(config)
-        if checkpointing:
+        if options["checkpointing"]:
             model.gradient_checkpointing_enable()
-    jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
+    jit = {"auto": "auto", "true": True, "false": False}[options["jit_compile"]]
     # keras_vit trains with its built-in loss (what `compile` without a loss gives): softmax
     # cross-entropy on the class ids, the same function as keras-hub's.
     loss = None if framework.startswith("keras_vit") else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(keras.optimizers.AdamW(1e-4), loss=loss, jit_compile=jit)
+    optimizer = {"adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD}[options["optimizer"]](1e-4)
+    model.compile(optimizer, loss=loss, jit_compile=jit)
     return lambda: model.train_on_batch(x, y)
 
 
-def worker(framework, res, batch, steps, jit_compile, checkpointing):
+def worker(framework, res, batch, steps, options):
     """Runs in the subprocess: prints one JSON line with the median step time and peak RSS."""
     import numpy as np
 
@@ -125,9 +128,9 @@ def worker(framework, res, batch, steps, jit_compile, checkpointing):
         import torch
 
         torch.set_num_threads(os.cpu_count())
-        step = _torch_step(res, x, y, checkpointing)
+        step = _torch_step(res, x, y, options)
     else:
-        step = _keras_step(framework, res, x, y, jit_compile, checkpointing)
+        step = _keras_step(framework, res, x, y, options)
     step()  # builds / traces / compiles
     step()
     times = []
@@ -159,11 +162,11 @@ def run_worker(script, framework, label, backend, args, baseline=None):
     return json.loads(lines[-1])
 
 
-def run_one(framework, res, batch, steps, jit_compile, checkpointing, baseline=None):
+def run_one(framework, res, batch, steps, options, baseline=None):
     """Launches one worker subprocess; returns (seconds per step, peak RSS GiB) or None on failure."""
     name = framework.removesuffix("@baseline")
     backend = name.split("-", 1)[1] if name.startswith("keras_vit-") else "tensorflow"
-    out = run_worker(__file__, framework, f"{res} px", backend, (res, batch, steps, jit_compile, int(checkpointing)), baseline)
+    out = run_worker(__file__, framework, f"{res} px", backend, (res, batch, steps, json.dumps(options)), baseline)
     if out is None:
         return None
     own = {"keras_vit-tensorflow": "tensorflow", "keras-hub": "tensorflow", "keras_vit-jax": "jax"}.get(name)
@@ -177,13 +180,13 @@ def load():
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def measure(frameworks, settings, repeats, steps, jit_compile, checkpointing, baseline):
+def measure(frameworks, settings, repeats, steps, options, baseline):
     """Returns {(framework, res, batch): (median s, median GiB)}, alternating frameworks in each repeat."""
     samples = {(f, r, b): [] for r, b in settings for f in frameworks}
     for repeat in range(repeats):
         for res, batch in settings:
             for framework in frameworks:
-                out = run_one(framework, res, batch, steps, jit_compile, checkpointing, baseline)
+                out = run_one(framework, res, batch, steps, options, baseline)
                 if out:
                     samples[framework, res, batch].append(out)
                     print(f"  repeat {repeat}: {framework} {res} px batch {batch}: {out[0]:.2f} s, "
@@ -237,7 +240,10 @@ def main():
     parser.add_argument("--baseline", type=Path, help="another keras_vit checkout, run as keras_vit-*@baseline")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="keras_vit gradient_checkpointing=True, transformers gradient_checkpointing_enable()")
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
+                        help="every framework's own AdamW or SGD, learning rate 1e-4")
     args = parser.parse_args()
+    options = dict(jit_compile=args.jit_compile, checkpointing=args.gradient_checkpointing, optimizer=args.optimizer)
 
     def with_baseline(names):
         return list(names) + [f"{f}@baseline" for f in names if args.baseline and f.startswith("keras_vit-")]
@@ -245,20 +251,20 @@ def main():
     frameworks, sweep_frameworks = with_baseline(args.frameworks), with_baseline(args.sweep_frameworks)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; {load()}")
     print(f"versions: {versions()}; python {platform.python_version()}")
-    print(f"DeiT-S/16 dims, {NUM_LABELS} classes, float32, AdamW; median over {args.repeats} processes of the "
+    print(f"DeiT-S/16 dims, {NUM_LABELS} classes, float32, {args.optimizer}; median over {args.repeats} processes of the "
           f"median of {args.steps} steps; jit_compile={args.jit_compile}; "
           f"gradient_checkpointing={args.gradient_checkpointing}; cells: s/step, peak RSS "
           f"(ratio to {PEER} time, memory)\n", flush=True)
     settings = [(res, BATCHES[res]) for res in args.resolutions]
     if settings:
         results = measure(
-            frameworks, settings, args.repeats, args.steps, args.jit_compile, args.gradient_checkpointing, args.baseline
+            frameworks, settings, args.repeats, args.steps, options, args.baseline
         )
         print_table(results, frameworks, settings)
     if args.sweep_resolutions:
         sweep = [(res, args.sweep_batch) for res in args.sweep_resolutions]
         results = measure(
-            sweep_frameworks, sweep, args.repeats, args.steps, args.jit_compile, args.gradient_checkpointing, args.baseline
+            sweep_frameworks, sweep, args.repeats, args.steps, options, args.baseline
         )
         print(f"\nresolution sweep, batch {args.sweep_batch} (tokens = (res/16)^2 + 1)\n")
         print_table(results, sweep_frameworks, sweep)
@@ -267,6 +273,6 @@ def main():
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7] == "1")
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6]))
     else:
         main()
