@@ -9,9 +9,10 @@ The table gives the resident set size after the first model, the mean growth per
 model (after the last minus after the first, over the models between), and the growth's ratio
 to keras-hub's in the same run.
 
-keras_vit runs with `jit_compile="auto"` (on a machine without a GPU: its XLA-compiled steps)
-and with `jit_compile=False` (TensorFlow graphs). keras-hub's `ViTImageClassifier` gets Keras'
-defaults, as its users do.
+keras_vit runs with Keras' defaults (`compile()`: TensorFlow graphs on a machine without a GPU),
+with `gradient_checkpointing=True` (`keras.remat`, a `tf.custom_gradient` per block) and with
+`compile(jit_compile=True)` (XLA-compiled steps); keras-hub's `ViTImageClassifier` with Keras'
+defaults, as its users get it, and with `jit_compile=True`.
 
 Peers install with:  pip install keras-hub
 Run:  python benchmarks/model_churn.py --models 4
@@ -29,7 +30,7 @@ from pathlib import Path
 from cpu_training import DEIT_SMALL, NUM_LABELS, keras_hub_classifier, load, run_worker, versions
 
 RES, BATCH = 64, 4
-FRAMEWORKS = ("keras_vit-auto", "keras_vit-graph", "keras-hub")
+FRAMEWORKS = ("keras_vit", "keras_vit-checkpointing", "keras_vit-xla", "keras-hub", "keras-hub-xla")
 PEER = "keras-hub"
 
 
@@ -41,15 +42,17 @@ def _rss_bytes():
 def _model(framework):
     import keras
 
-    if framework == PEER:
+    jit_compile = True if framework.endswith("-xla") else "auto"
+    if framework.startswith(PEER):
         model = keras_hub_classifier(RES)
-        model.compile(keras.optimizers.AdamW(1e-4), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile(keras.optimizers.AdamW(1e-4), loss=loss, jit_compile=jit_compile)
         return model
     import keras_vit
 
     config = keras_vit.ViTConfig(**DEIT_SMALL, image_size=RES, num_labels=NUM_LABELS)
-    model = keras_vit.ViTForImageClassification(config)
-    model.compile(keras.optimizers.AdamW(1e-4), jit_compile="auto" if framework == "keras_vit-auto" else False)
+    model = keras_vit.ViTForImageClassification(config, gradient_checkpointing=framework == "keras_vit-checkpointing")
+    model.compile(keras.optimizers.AdamW(1e-4), jit_compile=jit_compile)
     return model
 
 
