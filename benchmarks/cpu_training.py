@@ -7,8 +7,8 @@ this ViT architecture), 10 classes, float32. keras_vit and keras-hub train throu
 keras_vit with its built-in loss (the same function), both with Keras' default `jit_compile="auto"`
 (`--jit-compile`; no XLA on a machine without a GPU); transformers (PyTorch, sdpa attention) through
 `loss.backward()` and the `torch.optim` optimizer of the same name. The optimizer is AdamW
-(lr 1e-4), or SGD with `--optimizer sgd`: it keeps no state and its update allocates nothing,
-so the difference between the two runs is what each framework's AdamW adds to the step.
+(lr 1e-4), or SGD with `--optimizer sgd`, which keeps no state, so the difference between the
+two runs is what each framework's AdamW (its moments and its update's temporaries) adds to the step.
 
 Each framework runs in its own subprocess (one process per framework, resolution and
 repeat), so peak RSS (`ru_maxrss`, whole process: runtime, weights, optimizer state and
