@@ -56,10 +56,10 @@ def _max_diffs(ours, theirs):
     for key, value in ours.items():
         ref = getattr(theirs, key)
         if isinstance(value, (tuple, list)):
-            diffs[key] = max(float(np.abs(np.asarray(v) - r.detach().numpy()).max()) for v, r in zip(value, ref))
+            diffs[key] = max(float(np.abs(keras.ops.convert_to_numpy(v) - r.detach().numpy()).max()) for v, r in zip(value, ref))
             assert len(value) == len(ref), key
         else:
-            diffs[key] = float(np.abs(np.asarray(value) - ref.detach().numpy()).max())
+            diffs[key] = float(np.abs(keras.ops.convert_to_numpy(value) - ref.detach().numpy()).max())
     return diffs
 
 
@@ -143,9 +143,9 @@ def test_parity_with_head_mask(tmp_path, monkeypatch):
     pixels = _pixels(ours.config)
     with torch.no_grad():
         theirs = hf(pixel_values=torch.from_numpy(pixels))
-    got = np.asarray(ours([pixels, head_mask])["logits"])
+    got = keras.ops.convert_to_numpy(ours([pixels, head_mask])["logits"])
     assert np.abs(got - theirs.logits.numpy()).max() <= TOL
-    unmasked = np.asarray(ours(pixels, head_mask=np.ones_like(head_mask))["logits"])
+    unmasked = keras.ops.convert_to_numpy(ours(pixels, head_mask=np.ones_like(head_mask))["logits"])
     assert np.abs(got - unmasked).max() > 3 * TOL  # the mask matters
 
 
@@ -162,7 +162,7 @@ def test_tf_h5_checkpoints_reproduce_original_outputs(folder, cls, outputs):
     out = model(np.load(directory / "input_pixel_values.npy"))
     for name in outputs:
         expected = np.load(directory / f"expected_{name}.npy")
-        assert np.abs(np.asarray(out[name]) - expected).max() <= TOL, name
+        assert np.abs(keras.ops.convert_to_numpy(out[name]) - expected).max() <= TOL, name
 
 
 @pytest.mark.parametrize("cls", MODEL_CLASSES, ids=lambda c: c.__name__)
@@ -212,7 +212,7 @@ def test_transformers_runs_after_tensorflow_in_one_process(tmp_path):
         capture_output=True, text=True, timeout=600, cwd=pathlib.Path(__file__).parents[1],
     )
     assert result.returncode == 0, f"exit status {result.returncode} (-11: SIGSEGV): {result.stderr[-2000:]}"
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.asarray(ours(pixels)["logits"]), atol=TOL)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), keras.ops.convert_to_numpy(ours(pixels)["logits"]), atol=TOL)
 
 
 def _perturbed_lora_classifier(rank=2):
@@ -235,11 +235,11 @@ def _transformers_logits(directory, pixels):
 def test_save_pretrained_of_lora_model_writes_merged_kernels(tmp_path):
     ours = _perturbed_lora_classifier()
     pixels = _pixels(ours.config)
-    logits = np.asarray(ours(pixels)["logits"])
+    logits = keras.ops.convert_to_numpy(ours(pixels)["logits"])
     ours.save_pretrained(tmp_path / "hf")
     assert np.abs(_transformers_logits(tmp_path / "hf", pixels) - logits).max() <= TOL
     reloaded = keras_vit.ViTForImageClassification.from_pretrained(tmp_path / "hf", data_format="channels_first")
-    assert np.abs(np.asarray(reloaded(pixels)["logits"]) - logits).max() <= TOL
+    assert np.abs(keras.ops.convert_to_numpy(reloaded(pixels)["logits"]) - logits).max() <= TOL
     qkv = ours.backbone.get_layer("encoder_layer_0").attention.qkv
     merged = qkv._kernel.numpy() + (qkv.lora_alpha / qkv.lora_rank) * qkv.lora_kernel_a.numpy() @ qkv.lora_kernel_b.numpy()
     state = read_state_dict(tmp_path / "hf")
@@ -247,7 +247,7 @@ def test_save_pretrained_of_lora_model_writes_merged_kernels(tmp_path):
     ours.save(tmp_path / "lora.keras")  # the .keras file keeps the factors apart
     restored = keras.saving.load_model(tmp_path / "lora.keras")
     assert restored.lora_rank == 2 and restored.backbone.get_layer("encoder_layer_0").attention.qkv.lora_enabled
-    np.testing.assert_allclose(np.asarray(restored(pixels)["logits"]), logits, atol=TOL)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(pixels)["logits"]), logits, atol=TOL)
 
 
 def test_save_pretrained_of_int8_model_writes_dequantized_kernels(tmp_path):
@@ -259,7 +259,7 @@ def test_save_pretrained_of_int8_model_writes_dequantized_kernels(tmp_path):
     dequantized = fc1._kernel.numpy().astype("float32") / fc1.kernel_scale.numpy()
     np.testing.assert_allclose(state["vit.encoder.layer.0.intermediate.dense.weight"], dequantized.T, rtol=1e-6)
     pixels = _pixels(ours.config)
-    logits = np.asarray(ours(pixels)["logits"])  # int8 also quantizes activations: parity within that rounding
+    logits = keras.ops.convert_to_numpy(ours(pixels)["logits"])  # int8 also quantizes activations: parity within that rounding
     np.testing.assert_allclose(_transformers_logits(tmp_path, pixels), logits, atol=5e-3)
 
 
@@ -309,7 +309,7 @@ def test_position_embeddings_resampled_for_other_resolution(tmp_path):
     pixels = _pixels(model.config)
     with torch.no_grad():
         reference = hf(pixel_values=torch.from_numpy(pixels), interpolate_pos_encoding=True)
-    assert np.abs(np.asarray(model(pixels)["last_hidden_state"]) - reference.last_hidden_state.numpy()).max() <= TOL
+    assert np.abs(keras.ops.convert_to_numpy(model(pixels)["last_hidden_state"]) - reference.last_hidden_state.numpy()).max() <= TOL
 
 
 def test_sharded_safetensors_and_pytorch_bin(tmp_path):
