@@ -11,11 +11,16 @@ Reported per model size:
 - agreement: the share of images whose top-1 class is the same for int8 and float32, and the
   largest |Δ logit|, for the Keras model and for the SavedModel.
 
+`--jit-compile` runs both models XLA-compiled: Keras' `compile(jit_compile=True)` for
+`predict_on_batch` and `export_saved_model(..., jit_compile=True)` for the SavedModel (which TF
+Serving runs with `--xla_cpu_compilation_enabled=true`). Keras' default graph runs TensorFlow's
+int8 MatMul kernel; XLA compiles the int8 dot itself.
+
 Without `--checkpoint` the weights are random (no pretrained checkpoint is reachable
 offline), which makes top-1 a harsher test: random logits have small margins. With
 `--checkpoint DIR` (a Hugging Face checkpoint directory) the model is `from_pretrained(DIR)`.
 
-Run: KERAS_BACKEND=tensorflow python benchmarks/quantization.py [--sizes DeiT-S/16] [--repeats 5]
+Run: KERAS_BACKEND=tensorflow python benchmarks/quantization.py [--sizes DeiT-S/16] [--repeats 5] [--jit-compile]
 """
 
 import argparse
@@ -87,12 +92,14 @@ def compare(size, args, pixel_values, workdir):
     int8_model = model_class.from_config(float_model.get_config())
     int8_model.set_weights(weights)
     int8_model.quantize("int8")
+    for model in (float_model, int8_model):
+        model.compile(jit_compile=args.jit_compile)
     row = {}
     logits, served = {}, {}
     for name, model in (("float32", float_model), ("int8", int8_model)):
         model.save(workdir / f"{name}.keras")
         row[f"{name} .keras MiB"] = size_mib(workdir / f"{name}.keras")
-        export = export_saved_model(model, workdir / name, version=1, verbose=False)
+        export = export_saved_model(model, workdir / name, version=1, verbose=False, jit_compile=args.jit_compile)
         row[f"{name} variables MiB"] = size_mib(export / "variables")
         logits[name] = np.asarray(model.predict(pixel_values, batch_size=8, verbose=0)["logits"])
         signature = tf.saved_model.load(str(export)).signatures["predict_pixels"]
@@ -129,13 +136,15 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--checkpoint", help="Hugging Face checkpoint directory (one size only)")
+    parser.add_argument("--jit-compile", action="store_true", help="XLA-compiled Keras model and SavedModel")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; load average {os.getloadavg()}")
     print(f"versions: keras {keras.__version__}, tensorflow {tf.__version__}, keras_vit {keras_vit.__version__}")
     images = photos()
     pixel_values = np.asarray(ViTImageProcessor()(images)["pixel_values"], dtype="float32")
     print(f"{len(images)} real images (2 photos, 224 px tiles, mirrored); batch {args.batch} for latency; "
-          f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'random weights, 1000 classes'}\n")
+          f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'random weights, 1000 classes'}; "
+          f"jit_compile={args.jit_compile}\n")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             workdir = Path(tmp) / size.replace("/", "_")

@@ -150,8 +150,9 @@ def export_saved_model(
         jit_compile: bool, run the model part of both signatures as one XLA-compiled
             function (`tf.function(jit_compile=True)`; compiled once per batch size, at
             warm-up or on the first request of that size). Faster on CPU (see
-            `benchmarks/serving_latency.py`), but TF Serving then needs the flag
-            `--xla_cpu_compilation_enabled=true`; without it every request fails.
+            `benchmarks/serving_latency.py`), and what makes an int8 model faster than
+            float32 (`benchmarks/quantization.py --jit-compile`), but TF Serving then needs
+            the flag `--xla_cpu_compilation_enabled=true`; without it every request fails.
         dtype: None to serve the model in its own dtype policy, or one of `SERVING_DTYPES`
             to serve a copy of it in that Keras dtype policy: `"bfloat16"` stores and
             computes in bfloat16 (half the variables' size; fast on CPUs with AVX-512 BF16 or
