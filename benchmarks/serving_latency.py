@@ -1,12 +1,13 @@
 """Served latency on CPU: keras_vit's SavedModel exports against ONNX Runtime on transformers' export.
 
-One DeiT classifier (random weights, 1000 classes) is exported four ways with
+One DeiT classifier (random weights, 1000 classes) is exported five ways with
 `keras_vit.export.export_saved_model`:
 
     default       float32, no XLA (runs on a stock TF Serving)
     jit_compile   jit_compile=True (TF Serving needs --xla_cpu_compilation_enabled=true)
     bf16          dtype="bfloat16", no XLA
     int8          the model after quantize("int8") (Keras' int8 Dense), no XLA
+    int8 jit_compile  the same int8 model with jit_compile=True
 
 and each `predict_pixels` signature is run the way TF Serving runs it: loaded with
 `tf.compat.v1.saved_model.loader` (tag "serve") into a TF1 session with intra/inter op threads
@@ -185,6 +186,7 @@ def main():
         "jit_compile": dict(model=model, jit_compile=True),
         "bf16": dict(model=model, dtype="bfloat16"),
         "int8": dict(model=int8_model),
+        "int8 jit_compile": dict(model=int8_model, jit_compile=True),
     }
     if args.profile:
         exports = {"default": exports["default"], "jit_compile": exports["jit_compile"]}
@@ -194,7 +196,7 @@ def main():
         directory = Path(directory)
         runners = {}
         for name, kwargs in exports.items():
-            path = export_saved_model(**kwargs, export_base=directory / name, verbose=False)
+            path = export_saved_model(**kwargs, export_base=directory / name.replace(" ", "_"), verbose=False)
             runners[f"SavedModel {name}"] = SessionRunner(path, args.threads)
         if args.profile:
             for batch in args.batches:
