@@ -93,7 +93,7 @@ def compare(size, args, pixel_values, workdir):
     int8_model.set_weights(weights)
     int8_model.quantize("int8")
     for model in (float_model, int8_model):
-        model.compile(jit_compile=args.jit_compile)
+        model.compile(jit_compile=True if args.jit_compile else "auto")  # "auto": Keras' default
     row = {}
     logits, served = {}, {}
     for name, model in (("float32", float_model), ("int8", int8_model)):
